@@ -1,0 +1,185 @@
+"""Typed configuration: nested dataclasses, loaded from YAML and overridden by `a.b=value` strings."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+
+
+@dataclass
+class ModelConfig:
+    num_layers: int = 18  # ResNet depth of the depth and pose encoders (18, 34 or 50)
+    height: int = 192
+    width: int = 640
+    min_depth: float = 0.1
+    max_depth: float = 100.0
+    scales: list = field(default_factory=lambda: [0, 1, 2, 3])
+    frame_offsets: list = field(default_factory=lambda: [0, -1, 1])
+    imagenet_weights: str = ""  # optional torchvision ResNet state-dict file for both encoders
+
+
+@dataclass
+class RefineConfig:
+    enabled: bool = True
+    feature_channels: int = 32
+    strides: list = field(default_factory=lambda: [8, 4, 2])
+    iterations: int = 3
+    damping: str = "learned"  # learned | fixed
+    init_damping: float = 1e-2
+    detach_depth: bool = True  # depth enters the solver as a constant
+    detach_between_levels: bool = True  # PixLoc style, with a photometric loss on every level
+    max_points: int = 4096  # pixels sampled per level for the normal equations (0 = all)
+    # How PoseNet keeps learning once the refined pose drives view synthesis:
+    #   photometric: PoseNet's own pose also gets the photometric loss
+    #   distill: PoseNet is pulled toward the (detached) refined pose
+    #   both: both terms
+    pose_supervision: str = "photometric"
+    distill_weight: float = 0.1
+    level_loss_weight: float = 0.5  # weight of the coarser levels' photometric losses
+
+
+@dataclass
+class LossConfig:
+    ssim_alpha: float = 0.85
+    smoothness: float = 1e-3
+    automask: bool = True
+
+
+@dataclass
+class DataConfig:
+    kind: str = "kitti_odometry"  # kitti_odometry | kitti_raw | folder | bag
+    root: str = ""
+    sequences: list = field(default_factory=list)
+    val_sequences: list = field(default_factory=list)
+    val_fraction: float = 0.1
+    split_file: str = ""  # kitti_raw: Eigen-style split file
+    bag: str = ""
+    image_topic: str = ""
+    camera_info_topic: str = ""
+    intrinsics: str = ""
+    max_time_gap: float = 0.0  # seconds; 0 = no limit
+    augment: bool = True
+    workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/sa4depth"
+    epochs: int = 20
+    max_steps: int = 0  # stop after this many optimiser steps (0 = by epochs)
+    max_minutes: float = 0.0  # wall-clock budget (0 = none)
+    batch_size: int = 12
+    lr: float = 1e-4
+    lr_step_epoch: int = 15
+    damping_lr_factor: float = 100.0
+    grad_clip: float = 1.0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = False  # CUDA only; the LM solve always runs in float32
+    threads: int = 0  # torch CPU threads (0 = torch default)
+    seed: int = 0
+    log_every: int = 10
+    val_every: int = 200  # steps
+    save_every: int = 200  # steps
+    keep_checkpoints: int = 3
+    resume: str = ""  # path, or "auto" for the newest checkpoint in out_dir
+    init: str = ""  # initial weights (a project checkpoint) without optimiser state
+    logger: str = "csv"  # csv | tensorboard
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _apply(obj: Any, values: dict, where: str) -> None:
+    for key, value in values.items():
+        if not dataclasses.is_dataclass(obj) or key not in {f.name for f in dataclasses.fields(obj)}:
+            valid = ", ".join(f.name for f in dataclasses.fields(obj))
+            raise InputError(f"{where}: unknown key '{key}' (valid: {valid})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise InputError(f"{where}: '{key}' must be a mapping")
+            _apply(current, value, f"{where}.{key}")
+        else:
+            setattr(obj, key, _coerce(value, current, f"{where}.{key}"))
+
+
+def _coerce(value: Any, current: Any, where: str) -> Any:
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise InputError(f"{where}: expected true/false, got {value!r}")
+    if isinstance(current, (int, float)) and not isinstance(current, bool):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: expected a number, got {value!r}") from None
+        if isinstance(current, int):
+            if number != int(number):
+                raise InputError(f"{where}: expected an integer, got {value!r}")
+            return int(number)
+        return number
+    if isinstance(current, list):
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [yaml.safe_load(v) for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise InputError(f"{where}: expected a list, got {value!r}")
+        return value
+    return value if value is None else str(value)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Defaults, then a YAML file, then `section.key=value` overrides (or a nested dict)."""
+    cfg = Config()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"{p}: not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{p}: top level must be a mapping")
+        _apply(cfg, data, str(p))
+    if isinstance(overrides, dict):
+        _apply(cfg, overrides, "overrides")
+    else:
+        for item in overrides or []:
+            if "=" not in item:
+                raise InputError(f"override '{item}': expected section.key=value")
+            dotted, value = item.split("=", 1)
+            nested: dict = {}
+            cursor = nested
+            parts = dotted.split(".")
+            for part in parts[:-1]:
+                cursor = cursor.setdefault(part, {})
+            cursor[parts[-1]] = yaml.safe_load(value) if value else value
+            _apply(cfg, nested, f"override '{item}'")
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    """Rebuild a Config saved with Config.to_dict (e.g. inside a checkpoint)."""
+    cfg = Config()
+    _apply(cfg, data, "checkpoint config")
+    return cfg

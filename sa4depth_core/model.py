@@ -1,0 +1,76 @@
+"""The SA4Depth model: depth network, pose network and (training/odometry only) the feature
+network with its Levenberg-Marquardt refiner, held in one module so one state dict covers all."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .config import Config
+from .geometry import pose_from_axisangle
+from .networks.depth_decoder import DepthDecoder, disp_to_depth
+from .networks.feature_net import FeatureNet
+from .networks.pose_decoder import PoseNet
+from .networks.resnet_encoder import ResnetEncoder
+from .refine import FeatureMetricRefiner
+
+
+class SA4DepthModel(nn.Module):
+    """Depth + pose networks, and the feature-metric refiner when `cfg.refine.enabled`.
+
+    The refiner's parameters exist even when refinement is switched off for training, so that
+    any checkpoint of a configuration can be loaded by the streaming odometry estimator.
+    """
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        m, r = cfg.model, cfg.refine
+        self.min_depth, self.max_depth = m.min_depth, m.max_depth
+        self.depth_encoder = ResnetEncoder(m.num_layers)
+        self.depth_decoder = DepthDecoder(self.depth_encoder.num_ch_enc, m.scales)
+        self.pose_net = PoseNet.build(m.num_layers)
+        self.feature_net = FeatureNet(strides=r.strides, channels=r.feature_channels)
+        self.refiner = FeatureMetricRefiner(
+            strides=r.strides,
+            iterations=r.iterations,
+            damping=r.damping,
+            init_damping=r.init_damping,
+            detach_depth=r.detach_depth,
+            detach_between_levels=r.detach_between_levels,
+            max_points=r.max_points,
+        )
+        self.refine_enabled = r.enabled
+
+    def disparities(self, images: torch.Tensor) -> dict:
+        """Sigmoid disparities of the depth network.
+
+        Args:
+            images: (B,3,H,W) RGB in [0,1], H and W multiples of 32.
+        Returns:
+            {("disp", s): (B,1,H/2^s,W/2^s)}
+        """
+        return self.depth_decoder(self.depth_encoder(images))
+
+    def depth(self, images: torch.Tensor) -> torch.Tensor:
+        """Depth at full resolution (up to the scene scale the networks learned).
+
+        Args:
+            images: (B,3,H,W)
+        Returns:
+            (B,1,H,W)
+        """
+        return disp_to_depth(self.disparities(images)[("disp", 0)], self.min_depth, self.max_depth)[1]
+
+    def relative_pose(self, target: torch.Tensor, source: torch.Tensor, offset: int) -> torch.Tensor:
+        """PoseNet's T_t->s.
+
+        Args:
+            target, source: (B,3,H,W); offset: source index minus target index.
+        Returns:
+            (B,4,4)
+        """
+        axisangle, translation = self.pose_net(target, source, offset)
+        return pose_from_axisangle(axisangle, translation, invert=offset < 0)
+
+    def refine(self, depth: torch.Tensor, K: torch.Tensor, T_init: torch.Tensor, feats_t, feats_s):
+        """Feature-metric LM refinement of T_t->s with the target depth (see refine.py)."""
+        return self.refiner(depth, K, T_init, feats_t, feats_s)
