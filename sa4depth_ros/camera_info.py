@@ -1,0 +1,103 @@
+"""sensor_msgs/CameraInfo <-> intrinsics matrices; resizing delegates to sa4depth_core.geometry."""
+from __future__ import annotations
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, RegionOfInterest
+
+from sa4depth_core.errors import InputError
+from sa4depth_core.geometry import scale_intrinsics
+
+
+def _frame(msg) -> str:
+    return f"frame_id '{msg.header.frame_id}'"
+
+
+def camera_info_to_K(msg) -> np.ndarray:
+    """The pinhole matrix K of a CameraInfo, checked for use.
+
+    Returns:
+        (3, 3) float64.
+    """
+    k = np.asarray(msg.k, dtype=np.float64)
+    if k.size != 9:
+        raise InputError(f"CameraInfo K must have 9 values, got {k.size} ({_frame(msg)})")
+    if not np.any(k):
+        raise InputError(f"CameraInfo K is all zeros: camera not calibrated ({_frame(msg)})")
+    K = k.reshape(3, 3)
+    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], (0.0, 0.0, 1.0)):
+        raise InputError(
+            f"CameraInfo K {K.tolist()} is not a pinhole matrix (needs fx, fy > 0 and last row 0 0 1; {_frame(msg)})"
+        )
+    return K
+
+
+def _check_full_frame(msg) -> None:
+    """K and P refer to the full sensor; a binned or cropped stream would need them shifted first."""
+    binned = max(int(msg.binning_x), 1) != 1 or max(int(msg.binning_y), 1) != 1
+    roi = msg.roi
+    # roi 0x0 means "full frame" by the message's own definition
+    cropped = (roi.width, roi.height) != (0, 0) and (
+        (roi.x_offset, roi.y_offset, roi.width, roi.height) != (0, 0, msg.width, msg.height))
+    if binned or cropped:
+        raise InputError(
+            f"CameraInfo with binning {msg.binning_x}x{msg.binning_y} / roi "
+            f"({roi.x_offset}, {roi.y_offset}, {roi.width}x{roi.height}) is not supported; "
+            f"publish full-frame images ({_frame(msg)})"
+        )
+
+
+def scaled_camera_info(msg, out_w: int, out_h: int) -> CameraInfo:
+    """CameraInfo of the same camera after resizing its image to (out_w, out_h).
+
+    K and P follow `sa4depth_core.geometry.scale_intrinsics` (pixel centres at integers); P's
+    Tx, Ty terms (focal length times baseline) scale with fx, fy. D, R and the distortion model
+    are unchanged (they live in normalised coordinates); binning and roi are cleared. An all-zero
+    P (not rectified) stays zero.
+    """
+    if int(msg.width) <= 0 or int(msg.height) <= 0:
+        raise InputError(f"CameraInfo has no image size ({msg.width}x{msg.height}, {_frame(msg)})")
+    if isinstance(out_w, bool) or isinstance(out_h, bool) or int(out_w) != out_w or int(out_h) != out_h \
+            or out_w <= 0 or out_h <= 0:
+        raise InputError(f"output size must be positive integers, got {out_w}x{out_h}")
+    K = camera_info_to_K(msg)
+    _check_full_frame(msg)
+    sx, sy = out_w / msg.width, out_h / msg.height
+
+    P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4).copy()
+    if np.any(P):
+        P[:, :3] = scale_intrinsics(P[:, :3], sx, sy)
+        P[0, 3] *= sx
+        P[1, 3] *= sy
+
+    out = CameraInfo()
+    out.header = msg.header
+    out.width, out.height = int(out_w), int(out_h)
+    out.distortion_model = msg.distortion_model
+    out.d = list(msg.d)
+    out.r = np.asarray(msg.r, dtype=np.float64)
+    out.k = scale_intrinsics(K, sx, sy).reshape(9)
+    out.p = P.reshape(12)
+    out.roi = RegionOfInterest()
+    return out
+
+
+def K_to_camera_info(K: np.ndarray, width: int, height: int, header) -> CameraInfo:
+    """CameraInfo for a rectified (undistorted) pinhole image.
+
+    Args:
+        K: (3, 3) intrinsics in pixels of a width x height image.
+    Returns:
+        CameraInfo with K, P = [K | 0], R = identity and zero plumb_bob distortion.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise InputError(f"K must be a finite (3, 3) intrinsics matrix with fx, fy > 0, got {K.tolist()}")
+    msg = CameraInfo()
+    msg.header = header
+    msg.width, msg.height = int(width), int(height)
+    msg.distortion_model = "plumb_bob"
+    msg.d = [0.0] * 5
+    msg.k = K.reshape(9)
+    msg.r = np.eye(3).reshape(9)
+    msg.p = np.hstack([K, np.zeros((3, 1))]).reshape(12)
+    return msg

@@ -1,0 +1,55 @@
+"""QoS profiles following REP 2003: publishers reliable, sensor subscribers best effort.
+
+A best-effort subscriber connects to both reliable and best-effort publishers, so camera inputs
+use `sensor_qos`; our outputs use `reliable_qos` so RViz and recorders with default QoS connect.
+Both are overridable through a string parameter parsed by `qos_from_string`.
+"""
+from __future__ import annotations
+
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_system_default,
+)
+
+from sa4depth_core.errors import InputError
+
+QOS_NAMES = ("sensor_data", "reliable", "system_default")
+
+
+def sensor_qos(depth: int = 1) -> QoSProfile:
+    """Best effort, keep last `depth`, volatile. Depth 1 keeps only the newest frame, never a stale backlog."""
+    return QoSProfile(
+        reliability=ReliabilityPolicy.BEST_EFFORT,
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+def reliable_qos(depth: int = 10) -> QoSProfile:
+    """Reliable, keep last `depth`, volatile."""
+    return QoSProfile(
+        reliability=ReliabilityPolicy.RELIABLE,
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+def qos_from_string(name: str, depth: int | None = None) -> QoSProfile:
+    """Profile for a parameter value: 'sensor_data', 'reliable' or 'system_default' (any case).
+
+    Args:
+        depth: history depth; None keeps each profile's default (system_default ignores it).
+    """
+    key = str(name).strip().lower()
+    if key == "sensor_data":
+        return sensor_qos() if depth is None else sensor_qos(depth)
+    if key == "reliable":
+        return reliable_qos() if depth is None else reliable_qos(depth)
+    if key == "system_default":
+        return qos_profile_system_default
+    raise InputError(f"unknown QoS profile name '{name}'; valid names: {', '.join(QOS_NAMES)}")

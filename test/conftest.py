@@ -1,0 +1,49 @@
+"""Shared pytest setup: every ROS 2 test talks over loopback DDS in a domain of its own."""
+import contextlib
+import itertools
+import os
+
+import pytest
+
+_pid_offsets = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_dds():
+    """Keep DDS discovery off the LAN for the whole session (Kilted ignores ROS_LOCALHOST_ONLY)."""
+    old = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    yield
+    if old is None:
+        os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
+    else:
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = old
+
+
+@contextlib.contextmanager
+def _pid_domain():
+    # Without domain_coordinator nothing reserves ids across processes; spreading by pid keeps
+    # parallel workers apart in practice.
+    yield 1 + (os.getpid() + next(_pid_offsets)) % 100
+
+
+@pytest.fixture
+def ros_domain():
+    """A ROS_DOMAIN_ID (1..100) reserved for this test, set in os.environ before rclpy.init.
+
+    Subprocesses started with a copy of os.environ inherit it.
+    """
+    try:
+        from domain_coordinator import domain_id as reserve
+    except ImportError:
+        reserve = _pid_domain
+    old = os.environ.get("ROS_DOMAIN_ID")
+    with reserve() as domain:
+        os.environ["ROS_DOMAIN_ID"] = str(domain)
+        try:
+            yield domain
+        finally:
+            if old is None:
+                os.environ.pop("ROS_DOMAIN_ID", None)
+            else:
+                os.environ["ROS_DOMAIN_ID"] = old
