@@ -91,13 +91,19 @@ class DepthDecoder(nn.Module):
 
         Args:
             features: the encoder's five maps, finest first, e.g. (B,64,H/2,W/2) ...
-                (B,512,H/32,W/32); H and W multiples of 32.
+                (B,512,H/32,W/32); H and W multiples of 32 and at least 64.
 
         Returns:
             ``{("disp", s): (B,num_output_channels,H/2**s,W/2**s)}`` for each scale, values in (0,1).
         """
         outputs = {}
         x = features[-1]
+        if min(x.shape[-2:]) < 2:
+            # The reflection pad of the first block needs at least 2 pixels per side.
+            raise InputError(
+                f"deepest encoder map is {tuple(x.shape[-2:])}: the input must be at least "
+                "64 pixels high and wide"
+            )
         for step, i in enumerate(range(4, -1, -1)):
             x = self.decoder[2 * step](x)
             x = F.interpolate(x, scale_factor=2, mode="nearest")
