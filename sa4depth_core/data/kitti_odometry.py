@@ -1,0 +1,117 @@
+"""KITTI odometry sequences: `<root>/sequences/SS/{image_2, calib.txt, times.txt}`, `<root>/poses/SS.txt`.
+
+Optional dense ground truth in `sequences/SS/depth_2/%06d.png` (uint16, depth = value / 256,
+0 = invalid) is read when present; the project's synthetic generator writes it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sa4depth_core.data.calib import load_odometry_calib
+from sa4depth_core.data.pose_io import load_kitti_poses
+from sa4depth_core.data.sequence import FrameSequence, list_images, read_float_lines, read_rgb, require_dir
+from sa4depth_core.errors import InputError
+
+DEPTH_PNG_SCALE = 256.0
+
+
+def read_depth_png(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a KITTI-style uint16 depth PNG.
+
+    Returns:
+        (H,W) float32 metres, 0 where invalid.
+    """
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        problem = "is missing" if not Path(path).is_file() else "cannot be decoded as an image"
+        raise InputError(f"depth frame {path} {problem}")
+    if raw.dtype != np.uint16 or raw.ndim != 2:
+        raise InputError(f"depth frame {path} must be a single-channel uint16 PNG, "
+                         f"got {raw.dtype} with shape {raw.shape}")
+    if expected_hw is not None and raw.shape != tuple(expected_hw):
+        raise InputError(f"depth frame {path} is {raw.shape[1]}x{raw.shape[0]} "
+                         f"but the sequence is {expected_hw[1]}x{expected_hw[0]}")
+    return raw.astype(np.float32) / DEPTH_PNG_SCALE
+
+
+class KittiOdometrySequence(FrameSequence):
+    """One KITTI odometry sequence seen by one camera (default image_2, the left colour camera).
+
+    Ground-truth poses in `poses/SS.txt` belong to camera 0; they are moved to the chosen camera
+    with the offset encoded in its projection matrix (P_c = K_c [I | t_c]), keeping camera 0 of
+    frame 0 as the world frame.
+
+    Args:
+        root: dataset root holding `sequences/` (and optionally `poses/`).
+        sequence: e.g. 9 or "09".
+        camera: 0..3.
+        poses_path: a poses file to use instead of `<root>/poses/SS.txt`; it must exist.
+    """
+
+    def __init__(self, root: str | Path, sequence: int | str, camera: int = 2, poses_path: str | Path | None = None):
+        if camera not in (0, 1, 2, 3):
+            raise InputError(f"KITTI camera must be 0, 1, 2 or 3, got {camera!r}")
+        root = Path(root)
+        seq = f"{sequence:02d}" if isinstance(sequence, int) else str(sequence)
+        seq_dir = require_dir(root / "sequences" / seq, "KITTI odometry sequence")
+        self.name = f"kitti_odometry/{seq}/image_{camera}"
+        self._files = list_images(require_dir(seq_dir / f"image_{camera}", "image"))
+        if not self._files:
+            raise InputError(f"{seq_dir / f'image_{camera}'}: no png/jpg images")
+        self._hw = read_rgb(self._files[0]).shape[:2]
+
+        calib_path = seq_dir / "calib.txt"
+        calib = load_odometry_calib(calib_path)
+        self._K = calib.K(camera)
+        if abs(np.linalg.det(self._K)) < 1e-12:
+            raise InputError(f"{calib_path}: key P{camera} has a singular 3x3 intrinsic part")
+
+        times_path = seq_dir / "times.txt"
+        self._times = read_float_lines(times_path, "timestamps")
+        if len(self._times) != len(self._files):
+            raise InputError(f"{times_path} has {len(self._times)} timestamps but "
+                             f"{seq_dir / f'image_{camera}'} has {len(self._files)} frames")
+
+        self._poses = None
+        pose_file = Path(poses_path) if poses_path is not None else root / "poses" / f"{seq}.txt"
+        if poses_path is not None or pose_file.is_file():
+            cam0_poses = load_kitti_poses(pose_file)
+            if len(cam0_poses) != len(self._files):
+                raise InputError(f"{pose_file} has {len(cam0_poses)} poses "
+                                 f"but the sequence has {len(self._files)} frames")
+            self._poses = cam0_poses @ np.linalg.inv(calib.cam0_to_cam(camera))
+        self.has_poses = self._poses is not None
+
+        self._depth_dir = seq_dir / f"depth_{camera}"
+        self.has_depth = self._depth_dir.is_dir()
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self._hw
+
+    def intrinsics(self) -> np.ndarray:
+        return self._K.copy()
+
+    def image(self, i: int) -> np.ndarray:
+        self._check_index(i)
+        return read_rgb(self._files[i], self._hw)
+
+    def timestamp(self, i: int) -> float:
+        self._check_index(i)
+        return float(self._times[i])
+
+    def pose(self, i: int) -> np.ndarray | None:
+        self._check_index(i)
+        return None if self._poses is None else self._poses[i].copy()
+
+    def gt_depth(self, i: int) -> np.ndarray | None:
+        self._check_index(i)
+        if not self.has_depth:
+            return None
+        return read_depth_png(self._depth_dir / f"{self._files[i].stem}.png", self._hw)
