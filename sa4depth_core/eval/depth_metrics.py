@@ -1,9 +1,9 @@
-"""Single-image depth metrics under the KITTI Eigen protocol (Monodepth2 `evaluate_depth` semantics).
+"""Depth metrics under the KITTI Eigen protocol, with Monodepth2 `evaluate_depth` semantics.
 
-Per image: resize the prediction to the GT size in disparity space, mask GT to (min, max) and
-the Garg crop, optionally scale (fixed factor, then per-image median ratio), clamp the
-prediction to [min, max], then compute the seven standard errors. Dataset scores are the mean
-over images of the per-image scores, not a pixel-pooled mean.
+Per image: resize the prediction to the GT size (in disparity space by default), mask GT to
+(min, max) and the Garg crop, optionally scale (fixed factor, then per-image median ratio),
+clamp the prediction to [min, max], then compute the seven standard errors. Dataset scores
+are the mean over images of the per-image scores, not a pixel-pooled mean.
 """
 
 from __future__ import annotations

@@ -1,0 +1,121 @@
+"""Plain-text tables and atomic JSON files for evaluation results."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, bool, int, float, np.generic))
+
+
+def _cell(value: Any, float_fmt: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return format(value, float_fmt) if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def format_table(rows: Mapping[str, Any] | Sequence[Mapping[str, Any]], title: str = "",
+                 float_fmt: str = ".4f", label_header: str = "") -> str:
+    """Render results as an aligned plain-text table.
+
+    rows: a flat mapping {column: value} (one row); a mapping {row label: {column: value}}
+    (labelled rows, label column headed `label_header`); or a list of {column: value} mappings.
+    Columns appear in first-seen order; missing cells and None print '-'; floats use
+    `float_fmt`; non-scalar values (nested dicts, lists) are left out so whole result dicts can
+    be passed. Numbers are right-aligned, text left-aligned. Returns the table without a
+    trailing newline.
+    """
+    labels: list[str] | None = None
+    if isinstance(rows, Mapping):
+        if rows and all(isinstance(v, Mapping) for v in rows.values()):
+            labels = [str(k) for k in rows]
+            records = list(rows.values())
+        else:
+            records = [rows]
+    else:
+        records = list(rows)
+
+    columns: list[str] = []
+    for rec in records:
+        for key, value in rec.items():
+            if _is_scalar(value) and str(key) not in columns:
+                columns.append(str(key))
+    str_records = [{str(k): v for k, v in rec.items()} for rec in records]
+    header = ([label_header] if labels is not None else []) + columns
+    body = []
+    numeric = [False] * len(header)
+    for r, rec in enumerate(str_records):
+        line = [labels[r]] if labels is not None else []
+        for col in columns:
+            value = rec.get(col)
+            line.append(_cell(value, float_fmt))
+            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+                numeric[len(line) - 1] = True
+        body.append(line)
+
+    widths = [max(len(row[c]) for row in [header] + body) for c in range(len(header))]
+
+    def render(line: list[str]) -> str:
+        return "  ".join(cell.rjust(w) if num else cell.ljust(w)
+                         for cell, w, num in zip(line, widths, numeric)).rstrip()
+
+    lines = [render(header), render(["-" * w for w in widths])] + [render(b) for b in body]
+    if title:
+        lines.insert(0, title)
+    return "\n".join(lines)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Recursively convert numpy scalars/arrays, paths, tuples and sets to JSON types.
+
+    Non-finite floats become None (strict JSON has no NaN); mapping keys become strings.
+    """
+    if isinstance(obj, Mapping):
+        return {str(k.item() if isinstance(k, np.generic) else k): to_jsonable(v)
+                for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (list, tuple, set)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    raise TypeError(f"cannot write a {type(obj).__name__} to JSON")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` as indented JSON atomically (temp file in the same directory + os.replace),
+    creating parent directories. Readers never see a half-written file. Returns the path."""
+    path = Path(path)
+    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; results are meant to be shared like any other output.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
