@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import torch
@@ -70,35 +70,81 @@ def save_checkpoint(path: str | Path, *, config: dict, model: dict, step: int = 
         payload["optimizer"] = optimizer
     if extra:
         payload["extra"] = extra
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(obj, path: str | Path) -> str:
+    """torch.save through atomic_write_bytes; returns the sha256 of the written bytes."""
     buffer = io.BytesIO()
-    torch.save(payload, buffer)
+    torch.save(obj, buffer)
     data = buffer.getvalue()
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
-def read_torch_file(path: str | Path, map_location="cpu"):
-    """torch.load with weights_only=True, turning every failure into one CheckpointError line."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: file is empty")
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> object:
+    """Load a torch file with ``weights_only=True``, turning every failure into CheckpointError.
+
+    Args:
+        path: the file.
+        map_location: device the tensors are loaded onto.
+
+    Returns:
+        The loaded object (usually a dict of tensors); its contents are not checked here.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: file not found")
+    if p.is_dir():
+        raise CheckpointError(f"{p}: is a directory, not a checkpoint file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (zipfile.BadZipFile, EOFError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first})") from None
-    except Exception as e:  # the unpickler's refusals come as several exception types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported" in str(e):
-            raise CheckpointError(f"{path}: contains Python objects that are not loaded for safety ({first[:160]})") from None
-        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({first[:160]})") from None
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = _weights_only_reason(exc)
+        if reason is not None:
+            raise CheckpointError(
+                f"{p}: the safe loader (weights_only) refused it ({reason}); it holds Python "
+                "objects other than tensors and plain containers, or is corrupt"
+            ) from exc
+        raise CheckpointError(
+            f"{p}: cannot be read as a torch file; it is truncated, corrupt or of another "
+            f"format ({first_line(exc)})"
+        ) from exc
+    # torch.load reports damaged files through many exception types (RuntimeError, EOFError,
+    # ValueError, UnicodeDecodeError, zip errors, ...), none of which the caller can act on
+    # differently: each means "this file is not a readable checkpoint".
+    except Exception as exc:
+        raise CheckpointError(
+            f"{p}: cannot be read as a torch file; it is truncated, corrupt or of another "
+            f"format ({type(exc).__name__}: {first_line(exc)})"
+        ) from exc
+
+
+def _weights_only_reason(exc: BaseException) -> str | None:
+    # torch wraps the refusal in a long generic text; only the unpickler's own words help.
+    text = str(exc)
+    if not text.startswith("Weights only load failed"):
+        return None
+    marker, end = "WeightsUnpickler error:", "Check the documentation"
+    if marker not in text:
+        return "unsupported content"
+    detail = text.split(marker, 1)[1].split(end, 1)[0]
+    return _first_sentence(" ".join(detail.split())) or "unsupported content"
+
+
+def _first_sentence(text: str) -> str:
+    # torch's messages go on with advice that does not apply here (e.g. to drop weights_only).
+    text = text.strip()
+    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else ""
+
+
+def first_line(exc: BaseException) -> str:
+    return _first_sentence(str(exc)) or type(exc).__name__
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Read a project checkpoint and check that it is one."""
-    data = read_torch_file(path, map_location)
+    data = read_checkpoint(path, map_location)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not an sa4depth checkpoint (for Monodepth2 weight folders use --monodepth2 / load_monodepth2_folder)"

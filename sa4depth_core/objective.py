@@ -34,7 +34,9 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
     """Total loss for a batch of frame tuples, and scalar statistics for logging.
 
     Args:
-        batch: images (B,F,3,H,W) ordered as cfg.model.frame_offsets (target first), K (B,3,3).
+        batch: images (B,F,3,H,W) ordered as cfg.model.frame_offsets (target first), K (B,3,3),
+            and optionally images_aug (B,F,3,H,W): colour-jittered copies that the networks see
+            while the photometric loss compares the original colours.
         refine: override cfg.refine.enabled (None = use the config).
     Returns:
         total loss (scalar tensor), stats {name: float}
@@ -42,10 +44,11 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
     offsets = list(cfg.model.frame_offsets)
     images, K = batch["images"], batch["K"]
     K_inv = torch.inverse(K)
+    net_images = batch.get("images_aug", images)
     target = images[:, 0]
     sources = [images[:, i] for i in range(1, len(offsets))]
-    disps = model.disparities(target)
-    posenet = [model.relative_pose(target, s, o) for s, o in zip(sources, offsets[1:])]
+    disps = model.disparities(net_images[:, 0])
+    posenet = [model.relative_pose(net_images[:, 0], net_images[:, i], o) for i, o in enumerate(offsets[1:], 1)]
     use_refine = cfg.refine.enabled if refine is None else refine
     H, W = target.shape[-2:]
     stats: dict[str, float] = {}
@@ -57,7 +60,7 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
 
     level_poses: list[list[torch.Tensor]] = []
     if use_refine:
-        feats = model.feature_net(images.flatten(0, 1))
+        feats = model.feature_net(net_images.flatten(0, 1))
         n_frames = images.shape[1]
         per_frame = [[(f.unflatten(0, (-1, n_frames))[:, i], c.unflatten(0, (-1, n_frames))[:, i]) for f, c in feats]
                      for i in range(n_frames)]

@@ -61,8 +61,8 @@ def test_truncated_empty_foreign_and_pickled(tmp_path):
     torch.save({"state_dict": {"x": torch.zeros(1)}}, tmp_path / "foreign.pt")
 
     torch.save({"format": ck.FORMAT, "obj": Evil()}, tmp_path / "evil.pt")
-    for name, words in [("trunc.pt", "truncated or corrupt"), ("empty.pt", "empty"), ("foreign.pt", "not an sa4depth"),
-                        ("evil.pt", "not loaded for safety"), ("missing.pt", "not found")]:
+    for name, words in [("trunc.pt", "truncated, corrupt"), ("empty.pt", "truncated, corrupt"), ("foreign.pt", "not an sa4depth"),
+                        ("evil.pt", "safe loader"), ("missing.pt", "not found")]:
         with pytest.raises(CheckpointError, match=words) as e:
             ck.load_checkpoint(tmp_path / name)
         assert name in str(e.value)

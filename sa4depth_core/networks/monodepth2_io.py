@@ -10,14 +10,13 @@ Monodepth2's encoders are torchvision ResNets, so their files also carry the unu
 from __future__ import annotations
 
 import os
-import pickle
-import tempfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from sa4depth_core.checkpoint import atomic_torch_save, read_checkpoint
 from sa4depth_core.errors import CheckpointError, InputError
 from sa4depth_core.networks.depth_decoder import DepthDecoder
 from sa4depth_core.networks.pose_decoder import PoseDecoder
@@ -34,44 +33,6 @@ ENCODER_META_KEYS = ("height", "width", "use_stereo")
 _OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 _MAX_LISTED = 3
 _IMAGENET_CLASSES = 1000
-
-
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> object:
-    """Load a torch file with ``weights_only=True``, turning every failure into CheckpointError.
-
-    Args:
-        path: the file.
-        map_location: device the tensors are loaded onto.
-
-    Returns:
-        The loaded object (usually a dict of tensors); its contents are not checked here.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"{p}: file not found")
-    if p.is_dir():
-        raise CheckpointError(f"{p}: is a directory, not a checkpoint file")
-    try:
-        return torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = _weights_only_reason(exc)
-        if reason is not None:
-            raise CheckpointError(
-                f"{p}: the safe loader (weights_only) refused it ({reason}); it holds Python "
-                "objects other than tensors and plain containers, or is corrupt"
-            ) from exc
-        raise CheckpointError(
-            f"{p}: cannot be read as a torch file; it is truncated, corrupt or of another "
-            f"format ({_first_line(exc)})"
-        ) from exc
-    # torch.load reports damaged files through many exception types (RuntimeError, EOFError,
-    # ValueError, UnicodeDecodeError, zip errors, ...), none of which the caller can act on
-    # differently: each means "this file is not a readable checkpoint".
-    except Exception as exc:
-        raise CheckpointError(
-            f"{p}: cannot be read as a torch file; it is truncated, corrupt or of another "
-            f"format ({type(exc).__name__}: {_first_line(exc)})"
-        ) from exc
 
 
 def load_state_dict_strict(
@@ -287,11 +248,11 @@ def save_monodepth2_folder(
     folder.mkdir(parents=True, exist_ok=True)
     enc_state = _with_zero_classifier(encoder)
     enc_state.update(height=int(height), width=int(width), use_stereo=bool(use_stereo))
-    _atomic_save(enc_state, folder / ENCODER_FILE)
-    _atomic_save(_cpu_state(depth_decoder), folder / DEPTH_FILE)
+    atomic_torch_save(enc_state, folder / ENCODER_FILE)
+    atomic_torch_save(_cpu_state(depth_decoder), folder / DEPTH_FILE)
     if pose_encoder is not None:
-        _atomic_save(_with_zero_classifier(pose_encoder), folder / POSE_ENCODER_FILE)
-        _atomic_save(_cpu_state(pose_decoder), folder / POSE_DECODER_FILE)
+        atomic_torch_save(_with_zero_classifier(pose_encoder), folder / POSE_ENCODER_FILE)
+        atomic_torch_save(_cpu_state(pose_decoder), folder / POSE_DECODER_FILE)
 
 
 def _load_encoder(
@@ -371,39 +332,6 @@ def _with_zero_classifier(encoder: ResnetEncoder) -> dict:
     state["encoder.fc.weight"] = torch.zeros(_IMAGENET_CLASSES, encoder.num_ch_enc[-1])
     state["encoder.fc.bias"] = torch.zeros(_IMAGENET_CLASSES)
     return state
-
-
-def _atomic_save(obj: object, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _weights_only_reason(exc: BaseException) -> str | None:
-    # torch wraps the refusal in a long generic text; only the unpickler's own words help.
-    text = str(exc)
-    if not text.startswith("Weights only load failed"):
-        return None
-    marker, end = "WeightsUnpickler error:", "Check the documentation"
-    if marker not in text:
-        return "unsupported content"
-    detail = text.split(marker, 1)[1].split(end, 1)[0]
-    return _first_sentence(" ".join(detail.split())) or "unsupported content"
-
-
-def _first_sentence(text: str) -> str:
-    # torch's messages go on with advice that does not apply here (e.g. to drop weights_only).
-    text = text.strip()
-    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else ""
-
-
-def _first_line(exc: BaseException) -> str:
-    return _first_sentence(str(exc)) or type(exc).__name__
 
 
 def _listing(keys: Collection[str]) -> str:

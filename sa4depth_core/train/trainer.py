@@ -21,7 +21,7 @@ from ..eval.depth_metrics import evaluate_depth
 from ..model import SA4DepthModel
 from ..networks.depth_decoder import disp_to_depth
 from ..objective import compute_losses
-from .distributed import DistInfo, all_reduce_mean, init_distributed, shutdown
+from .distributed import all_reduce_mean, init_distributed, shutdown
 
 
 class LossModule(nn.Module):
@@ -260,6 +260,8 @@ class Trainer:
             while not done and self.epoch < t.epochs:
                 if isinstance(loader.sampler, DistributedSampler):
                     loader.sampler.set_epoch(self.epoch)
+                if hasattr(self.train_set, "set_epoch"):
+                    self.train_set.set_epoch(self.epoch)
                 for batch in loader:
                     stats = self.train_step(batch)
                     if stats is None:
