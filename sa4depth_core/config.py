@@ -140,10 +140,12 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
         return number
     if isinstance(current, list):
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [yaml.safe_load(v) for v in value.split(",") if v]
-        if not isinstance(value, list):
-            raise InputError(f"{where}: expected a list, got {value!r}")
-        return value
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
+        elif not isinstance(value, list):
+            value = [value]
+        # Elements take the type of the default's elements; names (e.g. sequence "01") stay text.
+        template = current[0] if current else ""
+        return [_coerce(v, template, f"{where}[{i}]") for i, v in enumerate(value)]
     return value if value is None else str(value)
 
 
@@ -173,7 +175,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
             parts = dotted.split(".")
             for part in parts[:-1]:
                 cursor = cursor.setdefault(part, {})
-            cursor[parts[-1]] = yaml.safe_load(value) if value else value
+            cursor[parts[-1]] = value
             _apply(cfg, nested, f"override '{item}'")
     return cfg
 

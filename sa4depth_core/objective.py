@@ -110,6 +110,6 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
                 poses = [lp[level] for lp in level_poses]
                 level_loss = level_loss + _reprojection(target, sources, depths[0], poses, K, K_inv, alpha, automask)[0]
             total = total + cfg.refine.level_loss_weight * level_loss / n_levels
-            stats["level_photometric"] = float(level_loss) / n_levels
+            stats["level_photometric"] = level_loss.item() / n_levels
     stats["loss"] = total.item()
     return total, stats

@@ -1,0 +1,1 @@
+"""Training: trainer (single process or DDP under torchrun), dataset assembly and the CLI."""
