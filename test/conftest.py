@@ -47,3 +47,14 @@ def ros_domain():
                 os.environ.pop("ROS_DOMAIN_ID", None)
             else:
                 os.environ["ROS_DOMAIN_ID"] = old
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A tiny synthetic KITTI-odometry tree (sequences 00 and 01, 64x128) with exact depth and poses."""
+    from sa4depth_core.data.synth import generate_sequence
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_sequence(root, "00", num_frames=14, height=64, width=128, seed=0)
+    generate_sequence(root, "01", num_frames=8, height=64, width=128, seed=1)
+    return root
