@@ -249,7 +249,7 @@ def sample(image: torch.Tensor, pixels: torch.Tensor, padding_mode: str = "borde
     Returns:
         (B, C, N)
     """
-    B, C, H, W = image.shape
+    H, W = image.shape[-2:]
     grid = pixels_to_grid(pixels, H, W)[:, :, None]
     return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)[..., 0]
 

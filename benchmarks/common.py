@@ -1,0 +1,108 @@
+"""Shared pieces of the benchmarks: machine description, cached synthetic data, train + evaluate."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sa4depth_core.config import load_config  # noqa: E402
+from sa4depth_core.data.kitti_odometry import KittiOdometrySequence  # noqa: E402
+from sa4depth_core.data.sequence import TripletDataset  # noqa: E402
+from sa4depth_core.data.synth import generate_sequence  # noqa: E402
+from sa4depth_core.eval.depth_metrics import evaluate_depth  # noqa: E402
+from sa4depth_core.eval.odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate  # noqa: E402
+from sa4depth_core.eval.scale_consistency import frame_scale_ratios, pose_depth_scale_ratios  # noqa: E402
+from sa4depth_core.infer import LoadedModel  # noqa: E402
+from sa4depth_core.train.trainer import Trainer  # noqa: E402
+from sa4depth_core.eval.run_model import run_sequence  # noqa: E402
+
+CACHE = ROOT / "benchmarks" / ".cache"
+RESULTS = ROOT / "benchmarks" / "results"
+KITTI_GT = ROOT.parent / "shared" / "data" / "kitti_odometry" / "gt_poses"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"Python {platform.python_version()}")
+
+
+def synthetic(name: str, frames: int, height: int, width: int, seed: int, trajectory: str = "car",
+              camera_height: float = 1.65, kitti_poses: str | None = None, kitti_start: int = 0) -> tuple[Path, str]:
+    """Generate (once) and return (root, sequence) of a cached synthetic sequence."""
+    root = CACHE / f"{name}_{height}x{width}"
+    seq = "00"
+    done = root / "sequences" / seq / "synth.json"
+    if not done.exists():
+        generate_sequence(root, seq, num_frames=frames, height=height, width=width, seed=seed,
+                          trajectory=trajectory, camera_height=camera_height, kitti_poses=kitti_poses,
+                          kitti_start=kitti_start, overwrite=True)
+    return root, seq
+
+
+def train(cfg_overrides: list[str], train_seqs: list[tuple[Path, str]], out_dir: Path, log=print) -> Trainer:
+    cfg = load_config(None, cfg_overrides + [f"train.out_dir={out_dir}", "train.progress=false"])
+    seqs = [KittiOdometrySequence(r, s) for r, s in train_seqs]
+    data = TripletDataset(seqs, cfg.model.height, cfg.model.width, augment=cfg.data.augment, seed=cfg.train.seed)
+    trainer = Trainer(cfg, data, None, log=log)
+    trainer.fit()
+    return trainer
+
+
+def evaluate(trainer_or_model, cfg, seqs: list[tuple[Path, str]], max_frames: int = 0) -> dict:
+    """Depth (median-scaled AbsRel, d1), scale consistency and odometry on held-out sequences."""
+    model = trainer_or_model.model if hasattr(trainer_or_model, "model") else trainer_or_model
+    loaded = LoadedModel(model.eval(), cfg, "benchmark", "benchmark", True)
+    gts, preds, per_seq_ratio, out = [], [], [], {"sequences": {}}
+    for root, s in seqs:
+        seq = KittiOdometrySequence(root, s)
+        frames = range(min(len(seq), max_frames) if max_frames else len(seq))
+        run = run_sequence(loaded, seq, torch.device("cpu"), frames)
+        g = [seq.gt_depth(i) for i in frames]
+        gts += g
+        preds += run.depths
+        ratios = frame_scale_ratios(g, run.depths, pred_kind="depth", crop="none")
+        per_seq_ratio.append(np.nanmean(ratios))
+        gt = np.stack([seq.pose(i) for i in frames])
+        seq_out = {"scale_std_over_mean": float(np.nanstd(ratios) / np.nanmean(ratios))}
+        for mode, est in run.poses.items():
+            rel = absolute_to_relative(est)
+            pd = pose_depth_scale_ratios(rel, absolute_to_relative(gt), ratios[1:])
+            seq_out[mode] = {
+                "ate_7dof": odometry_errors(gt, est, "7dof")["ate"],
+                "ate5": snippet_ate(rel, gt)["mean"],
+                "pose_depth_ratio_mean": pd["mean"],
+                "pose_depth_ratio_std_over_mean": pd["std_over_mean"],
+            }
+        out["sequences"][str(root.name)] = seq_out
+    depth = evaluate_depth(gts, preds, pred_kind="depth", crop="none")
+    out["abs_rel"] = depth["metrics"]["abs_rel"]
+    out["a1"] = depth["metrics"]["a1"]
+    out["abs_rel_one_scale"] = depth["global_metrics"]["abs_rel"]
+    ratios = np.array(per_seq_ratio)
+    out["scale_across_sequences_std_over_mean"] = float(ratios.std() / ratios.mean())
+    return out
+
+
+def save_result(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    data = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), **data}
+    path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    return path
