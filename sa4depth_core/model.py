@@ -9,6 +9,7 @@ from .config import Config
 from .geometry import pose_from_axisangle
 from .networks.depth_decoder import DepthDecoder, disp_to_depth
 from .networks.feature_net import FeatureNet
+from .networks.monodepth2_io import load_imagenet_resnet
 from .networks.pose_decoder import PoseNet
 from .networks.resnet_encoder import ResnetEncoder
 from .refine import FeatureMetricRefiner
@@ -39,6 +40,19 @@ class SA4DepthModel(nn.Module):
             max_points=r.max_points,
         )
         self.refine_enabled = r.enabled
+
+    def load_monodepth2(self, parts: dict) -> None:
+        """Copy networks read by networks.load_monodepth2_folder into this model."""
+        self.depth_encoder.load_state_dict(parts["encoder"].state_dict())
+        self.depth_decoder.load_state_dict(parts["depth_decoder"].state_dict())
+        if parts.get("pose_encoder") is not None:
+            self.pose_net.encoder.load_state_dict(parts["pose_encoder"].state_dict())
+            self.pose_net.decoder.load_state_dict(parts["pose_decoder"].state_dict())
+
+    def load_imagenet(self, path: str) -> None:
+        """Initialise both ResNet encoders from a torchvision ImageNet state-dict file."""
+        load_imagenet_resnet(self.depth_encoder, path)
+        load_imagenet_resnet(self.pose_net.encoder, path)
 
     def disparities(self, images: torch.Tensor) -> dict:
         """Sigmoid disparities of the depth network.

@@ -158,3 +158,17 @@ def test_torchrun_cli_smoke(synth_root, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "checkpoints" / "step_00000002.pt").exists()
+
+
+def test_trainer_starts_from_monodepth2_folder(synth_root, tmp_path):
+    from sa4depth_core.networks.monodepth2_io import save_monodepth2_folder
+
+    donor = SA4DepthModel(_cfg(tmp_path))
+    folder = tmp_path / "md2"
+    save_monodepth2_folder(folder, donor.depth_encoder, donor.depth_decoder, height=64, width=128,
+                           pose_encoder=donor.pose_net.encoder, pose_decoder=donor.pose_net.decoder)
+    train = TripletDataset(KittiOdometrySequence(synth_root, "00"), 64, 128)
+    trainer = Trainer(_cfg(tmp_path / "run", f"train.init={folder}"), train, None, log=lambda *a: None)
+    for name, module in [("depth_encoder", donor.depth_encoder), ("pose_net", donor.pose_net)]:
+        mine = getattr(trainer.model, name).state_dict()
+        assert all(torch.equal(mine[k], v) for k, v in module.state_dict().items())

@@ -20,6 +20,7 @@ from ..errors import CheckpointError
 from ..eval.depth_metrics import evaluate_depth
 from ..model import SA4DepthModel
 from ..networks.depth_decoder import disp_to_depth
+from ..networks.monodepth2_io import load_monodepth2_folder
 from ..objective import compute_losses
 from .distributed import all_reduce_mean, init_distributed, shutdown
 
@@ -133,10 +134,17 @@ class Trainer:
             self.best_score = state.get("metrics", {}).get("best_score", math.inf)
             self.parent = str(path)
             self.log(f"resumed from {path} at step {self.step}, epoch {self.epoch}")
+        elif t.init and Path(t.init).is_dir():
+            self.model.load_monodepth2(load_monodepth2_folder(t.init, self.device, self.cfg.model.num_layers))
+            self.parent = t.init
+            self.log(f"initialised depth and pose networks from the Monodepth2 folder {t.init}")
         elif t.init:
             self._load_model_state(load_checkpoint(t.init, map_location=self.device), t.init)
             self.parent = t.init
             self.log(f"initialised weights from {t.init}")
+        elif self.cfg.model.imagenet_weights:
+            self.model.load_imagenet(self.cfg.model.imagenet_weights)
+            self.log(f"encoders initialised from ImageNet weights {self.cfg.model.imagenet_weights}")
 
     def _load_model_state(self, state: dict, path: str) -> None:
         missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
