@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sa4depth_core.data.sequence import FrameSequence, list_images, read_float_lines, read_rgb, require_dir
+from sa4depth_core.data.sequence import ImageFileSequence, list_images, read_float_lines, read_rgb, require_dir
 from sa4depth_core.errors import InputError
 
 INTRINSICS_NAMES = ("intrinsics.txt", "camera_info.yaml", "camera_info.yml", "intrinsics.yaml", "intrinsics.yml")
@@ -79,7 +79,7 @@ def _load_yaml_intrinsics(path: Path) -> tuple[np.ndarray, tuple[int, int] | Non
     return K, None
 
 
-class ImageFolderSequence(FrameSequence):
+class ImageFolderSequence(ImageFileSequence):
     """Images of one camera in a folder.
 
     Args:
@@ -125,20 +125,3 @@ class ImageFolderSequence(FrameSequence):
                 return folder / name
         raise InputError(f"{folder}: no intrinsics file (looked for {', '.join(INTRINSICS_NAMES)})")
 
-    def __len__(self) -> int:
-        return len(self._files)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self._hw
-
-    def intrinsics(self) -> np.ndarray:
-        return self._K.copy()
-
-    def image(self, i: int) -> np.ndarray:
-        self._check_index(i)
-        return read_rgb(self._files[i], self._hw)
-
-    def timestamp(self, i: int) -> float:
-        self._check_index(i)
-        return float(self._times[i])

@@ -12,7 +12,7 @@ import numpy as np
 
 from sa4depth_core.data.calib import load_odometry_calib
 from sa4depth_core.data.pose_io import load_kitti_poses
-from sa4depth_core.data.sequence import FrameSequence, list_images, read_float_lines, read_rgb, require_dir
+from sa4depth_core.data.sequence import ImageFileSequence, list_images, read_float_lines, read_rgb, require_dir
 from sa4depth_core.errors import InputError
 
 DEPTH_PNG_SCALE = 256.0
@@ -37,7 +37,7 @@ def read_depth_png(path: Path, expected_hw: tuple[int, int] | None = None) -> np
     return raw.astype(np.float32) / DEPTH_PNG_SCALE
 
 
-class KittiOdometrySequence(FrameSequence):
+class KittiOdometrySequence(ImageFileSequence):
     """One KITTI odometry sequence seen by one camera (default image_2, the left colour camera).
 
     Ground-truth poses in `poses/SS.txt` belong to camera 0; they are moved to the chosen camera
@@ -88,23 +88,6 @@ class KittiOdometrySequence(FrameSequence):
         self._depth_dir = seq_dir / f"depth_{camera}"
         self.has_depth = self._depth_dir.is_dir()
 
-    def __len__(self) -> int:
-        return len(self._files)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self._hw
-
-    def intrinsics(self) -> np.ndarray:
-        return self._K.copy()
-
-    def image(self, i: int) -> np.ndarray:
-        self._check_index(i)
-        return read_rgb(self._files[i], self._hw)
-
-    def timestamp(self, i: int) -> float:
-        self._check_index(i)
-        return float(self._times[i])
 
     def pose(self, i: int) -> np.ndarray | None:
         self._check_index(i)

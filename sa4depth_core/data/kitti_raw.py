@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sa4depth_core.data.calib import RawCalib, load_raw_calib
-from sa4depth_core.data.sequence import FrameSequence, list_images, read_rgb, require_dir
+from sa4depth_core.data.sequence import ImageFileSequence, list_images, read_rgb, require_dir
 from sa4depth_core.errors import InputError
 
 _SIDE_TO_CAMERA = {"l": 2, "r": 3}
@@ -115,7 +115,7 @@ def velodyne_depth(points: np.ndarray, calib: RawCalib, vel_depth: bool = True) 
     return out.astype(np.float32)
 
 
-class KittiRawDrive(FrameSequence):
+class KittiRawDrive(ImageFileSequence):
     """One synced KITTI raw drive seen by camera 2 (left colour) or 3 (right colour).
 
     Frame i is the i-th image file in name order; `frame_number(i)` is its number in the file name,
@@ -134,6 +134,7 @@ class KittiRawDrive(FrameSequence):
         self.name = f"kitti_raw/{drive_dir.parent.name}/{drive_dir.name}/image_0{camera}"
         self.calib = load_raw_calib(drive_dir.parent, camera)
         self._hw = (self.calib.height, self.calib.width)
+        self._K = self.calib.K
 
         cam_dir = drive_dir / f"image_0{camera}"
         self._files = list_images(require_dir(cam_dir / "data", "image"))
@@ -167,13 +168,6 @@ class KittiRawDrive(FrameSequence):
                                  f"{lines[n].strip()!r}") from None
         return times
 
-    def __len__(self) -> int:
-        return len(self._files)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self._hw
-
     def frame_number(self, i: int) -> int:
         """The number in frame i's file name."""
         self._check_index(i)
@@ -186,16 +180,6 @@ class KittiRawDrive(FrameSequence):
         except ValueError:
             raise InputError(f"{self.name}: no frame {frame_number:010d}") from None
 
-    def intrinsics(self) -> np.ndarray:
-        return self.calib.K
-
-    def image(self, i: int) -> np.ndarray:
-        self._check_index(i)
-        return read_rgb(self._files[i], self._hw)
-
-    def timestamp(self, i: int) -> float:
-        self._check_index(i)
-        return float(self._times[i])
 
     def gt_depth(self, i: int) -> np.ndarray | None:
         self._check_index(i)

@@ -78,6 +78,37 @@ class FrameSequence(abc.ABC):
             raise IndexError(f"{self.name}: frame {i} out of range 0..{len(self) - 1}")
 
 
+class ImageFileSequence(FrameSequence):
+    """A FrameSequence whose frames are image files with known timestamps.
+
+    Subclasses fill `_files` (list of paths), `_hw` (native (H, W)), `_times` ((N,) seconds)
+    and `_K` ((3,3) native intrinsics) in their constructor.
+    """
+
+    _files: list
+    _hw: tuple
+    _times: np.ndarray
+    _K: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self._hw
+
+    def intrinsics(self) -> np.ndarray:
+        return self._K.copy()
+
+    def image(self, i: int) -> np.ndarray:
+        self._check_index(i)
+        return read_rgb(self._files[i], self._hw)
+
+    def timestamp(self, i: int) -> float:
+        self._check_index(i)
+        return float(self._times[i])
+
+
 def natural_key(name: str) -> list:
     """Sort key that orders `frame2` before `frame10`."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
