@@ -4,6 +4,8 @@
     sa4depth-eval depth --checkpoint best.pt --data-root runs/synth --sequences 10,11 --crop none
     sa4depth-eval odom --checkpoint best.pt --data-root KITTI/odometry --sequences 09,10 --save-dir out/
     sa4depth-eval odom --gt poses/09.txt --est est_09.txt --align 7dof
+    sa4depth-eval odom --bag run.mcap --est-topic /odom --json out/run.json      # recorded odometry vs bag GT
+    sa4depth-eval odom --bag kitti09 --trajectory traj.tum --checkpoint best.pt --plot out/09.png
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from ..data.pose_io import save_kitti_poses, save_tum_poses
 from ..errors import InputError
 from ..infer import load_model
 from ..train.datasets import open_sequences
-from . import cli_odometry
+from . import cli_odometry, cli_trajectory
 from .depth_metrics import evaluate_depth
 from .odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate
 from .report import format_table, write_json
@@ -45,6 +47,8 @@ def _device(name: str) -> torch.device:
 def _sequences(args):
     cfg = Config()
     cfg.data.kind, cfg.data.root = args.data_kind, args.data_root or ""
+    if getattr(args, "bag", None):
+        cfg.data.kind, cfg.data.bag = "bag", args.bag
     return open_sequences(cfg, [s for s in args.sequences.split(",") if s])
 
 
@@ -87,6 +91,8 @@ def cmd_depth(args) -> dict:
 
 
 def cmd_odom(args) -> dict | int:
+    if args.trajectory or args.est_topic or (args.bag and not args.checkpoint):
+        return cli_trajectory.run(args)
     if args.gt or args.est:
         forwarded = ["--gt", args.gt or "", "--est", args.est or "", "--align", args.align, "--format", args.format]
         return cli_odometry.main(forwarded + (["--json", args.json] if args.json else []))
@@ -148,6 +154,11 @@ def main(argv=None) -> int:
     o.add_argument("--format", default="kitti", choices=["kitti", "tum"])
     o.add_argument("--align", default="7dof", choices=["none", "scale", "6dof", "7dof", "scale_7dof"])
     o.add_argument("--save-dir", help="write the estimated trajectories (KITTI and TUM formats) here")
+    o.add_argument("--bag", help="ROS 2 bag: its ground truth (and odometry topics, or with --checkpoint its images)")
+    o.add_argument("--trajectory", help="estimated trajectory file (KITTI or TUM) to score against --gt or the bag")
+    o.add_argument("--est-topic", help="Odometry topic in --bag to score (default: the only non-GT one)")
+    o.add_argument("--gt-topic", help="ground-truth Odometry topic in --bag (default: the one named .../gt/...)")
+    o.add_argument("--plot", help="top-view trajectory PNG (default: next to --json)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         result = cmd_depth(args) if args.command == "depth" else cmd_odom(args)

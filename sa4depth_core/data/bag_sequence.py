@@ -1,0 +1,528 @@
+"""ROS 2 bags (sqlite3 or mcap, read with rosbags, no ROS install) as frame sequences and trajectories.
+
+`BagImageSequence` indexes one image topic (sensor_msgs/Image or CompressedImage) in a single
+pass, keeping only each frame's header stamp and bag time; `image(i)` then fetches that one
+message through the storage's time index (sqlite3: the timestamp index; mcap: the chunk index)
+and decodes it, with a small cache of decoded frames, so training samples triplets straight
+from the bag. Frames are ordered by header stamp, which is also what `timestamp(i)` returns.
+
+Ground truth, when the bag has it, is a nav_msgs/Odometry topic with a `gt` (or
+`ground_truth`) name component, or else `/tf` transforms to a `gt_*` child frame; it is moved to
+the camera with the extrinsics in `/tf_static` (a `gt_X` body frame is looked up as `X`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rosbags.rosbag2 import Reader
+from rosbags.typesys import Stores, get_typestore
+from transforms3d.axangles import axangle2mat, mat2axangle
+from transforms3d.quaternions import quat2mat
+
+from sa4depth_core.data.image_folder import load_intrinsics
+from sa4depth_core.data.image_msg import (
+    UnsupportedImage,
+    compressed_to_rgb,
+    image_to_rgb,
+)
+from sa4depth_core.data.sequence import FrameSequence
+from sa4depth_core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# Every message type used here has the same definition (and RIHS01 hash) in Humble, Jazzy and Kilted.
+BAG_TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+GT_NAME_PARTS = ("gt", "ground_truth")
+GT_FRAME_PREFIX = "gt_"
+# Ground truth is interpolated between its samples; a frame farther than this from any sample has none.
+GT_MAX_EXTRAPOLATION_S = 0.05
+
+
+def _bag_error(bag, exc: BaseException) -> InputError:
+    return InputError(f"{bag}: cannot read ROS 2 bag ({type(exc).__name__}: {exc})")
+
+
+class CheckedReader:
+    """A rosbags Reader whose failures while opening or reading become InputError naming the bag."""
+
+    def __init__(self, bag: str | Path):
+        self.bag = Path(bag)
+        if not self.bag.exists():
+            raise InputError(f"{self.bag}: ROS 2 bag not found")
+        try:
+            self._reader = Reader(self.bag)
+            self._reader.open()
+        except Exception as exc:
+            raise _bag_error(self.bag, exc) from exc
+
+    @property
+    def connections(self) -> list:
+        return self._reader.connections
+
+    @property
+    def start_time(self) -> int:
+        """Bag time (ns) of the first message."""
+        return self._reader.start_time
+
+    @property
+    def end_time(self) -> int:
+        """Bag time (ns) just after the last message."""
+        return self._reader.end_time
+
+    def messages(self, connections=(), start: int | None = None, stop: int | None = None):
+        """Yield (connection, bag time ns, CDR bytes) in bag-time order, as rosbags' Reader.messages."""
+        try:
+            it = iter(self._reader.messages(connections, start, stop))
+        except Exception as exc:
+            raise _bag_error(self.bag, exc) from exc
+        while True:
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise _bag_error(self.bag, exc) from exc
+            yield item
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+@contextmanager
+def open_bag(bag: str | Path):
+    """An open CheckedReader for a bag directory or a single .db3/.mcap file, closed on exit.
+
+    Missing, foreign, truncated or corrupt bags raise InputError naming the bag, also when the
+    damage only shows while messages are read.
+    """
+    reader = CheckedReader(bag)
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def bag_topics(reader) -> dict[str, str]:
+    """{topic: message type} of an open reader."""
+    return {c.topic: c.msgtype for c in reader.connections}
+
+
+def deserialize(raw: bytes, msgtype: str, where: str):
+    """A rosbags message object from CDR bytes; `where` names the bag and topic in errors."""
+    try:
+        return BAG_TYPESTORE.deserialize_cdr(raw, msgtype)
+    except Exception as exc:
+        raise InputError(f"{where}: cannot decode a {msgtype} message ({type(exc).__name__}: {exc})") from exc
+
+
+def stamp_ns(header) -> int:
+    """Header stamp as integer nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def pose_matrix(translation, rotation) -> np.ndarray:
+    """(4,4) float64 rigid transform from a Point/Vector3 and a Quaternion (any length > 0)."""
+    q = np.array([rotation.w, rotation.x, rotation.y, rotation.z], dtype=np.float64)
+    norm = np.linalg.norm(q)
+    if not np.isfinite(norm) or norm < 1e-9:
+        raise InputError(f"quaternion {q.tolist()} (w, x, y, z) is not a rotation")
+    T = np.eye(4)
+    T[:3, :3] = quat2mat(q / norm)
+    T[:3, 3] = (translation.x, translation.y, translation.z)
+    return T
+
+
+class StaticTransforms:
+    """The `/tf_static` tree of a bag: child frame -> (parent frame, (4,4) pose of child in parent)."""
+
+    def __init__(self, edges: dict[str, tuple[str, np.ndarray]] | None = None):
+        self.edges = dict(edges or {})
+
+    @classmethod
+    def from_reader(cls, reader, where: str) -> StaticTransforms:
+        """Collect every transform of the reader's TFMessage topics named `/tf_static`."""
+        conns = [c for c in reader.connections if c.topic == "/tf_static" and c.msgtype == TF_TYPE]
+        edges = {}
+        for _, _, raw in reader.messages(conns) if conns else ():
+            for t in deserialize(raw, TF_TYPE, f"{where} /tf_static").transforms:
+                edges[t.child_frame_id] = (t.header.frame_id, pose_matrix(t.transform.translation, t.transform.rotation))
+        return cls(edges)
+
+    def _to_root(self, frame: str) -> OrderedDict:
+        """Ancestors of `frame` (itself first) -> (4,4) pose of `frame` in that ancestor."""
+        chain = OrderedDict([(frame, np.eye(4))])
+        T, f = np.eye(4), frame
+        while f in self.edges and len(chain) <= len(self.edges):
+            f, T_parent_f = self.edges[f][0], self.edges[f][1]
+            T = T_parent_f @ T
+            chain[f] = T
+        return chain
+
+    def lookup(self, parent: str, child: str) -> np.ndarray | None:
+        """(4,4) pose of `child` in `parent`, or None when the frames are not connected."""
+        up_child, up_parent = self._to_root(child), self._to_root(parent)
+        common = next((f for f in up_child if f in up_parent), None)
+        if common is None:
+            return None
+        return np.linalg.inv(up_parent[common]) @ up_child[common]
+
+
+@dataclass
+class Trajectory:
+    """Poses of `child_frame_id` in `frame_id`: stamps_ns (N,) int64 increasing, poses (N,4,4) float64."""
+
+    topic: str
+    frame_id: str
+    child_frame_id: str
+    stamps_ns: np.ndarray
+    poses: np.ndarray
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        """(N,) float64 seconds."""
+        return self.stamps_ns / 1e9
+
+
+def _sorted_trajectory(topic: str, frame_id: str, child: str, stamps: list, poses: list) -> Trajectory:
+    stamps_arr = np.array(stamps, dtype=np.int64)
+    order = np.argsort(stamps_arr, kind="stable")
+    keep = np.concatenate([[True], np.diff(stamps_arr[order]) > 0]) if len(order) else np.zeros(0, bool)
+    order = order[keep]
+    return Trajectory(topic, frame_id, child, stamps_arr[order], np.array(poses).reshape(-1, 4, 4)[order])
+
+
+def read_odometry(reader, topic: str, where: str) -> Trajectory:
+    """All poses of a nav_msgs/Odometry topic, by header stamp (repeated stamps keep the first)."""
+    conns = [c for c in reader.connections if c.topic == topic]
+    if not conns or any(c.msgtype != ODOMETRY_TYPE for c in conns):
+        odom = sorted(t for t, typ in bag_topics(reader).items() if typ == ODOMETRY_TYPE)
+        raise InputError(f"{where}: no {ODOMETRY_TYPE} topic {topic!r}; odometry topics: {odom or 'none'}")
+    stamps, poses, frames = [], [], set()
+    for _, _, raw in reader.messages(conns):
+        msg = deserialize(raw, ODOMETRY_TYPE, f"{where} {topic}")
+        stamps.append(stamp_ns(msg.header))
+        poses.append(pose_matrix(msg.pose.pose.position, msg.pose.pose.orientation))
+        frames.add((msg.header.frame_id, msg.child_frame_id))
+    if not stamps:
+        raise InputError(f"{where}: odometry topic {topic} has no messages")
+    if len(frames) > 1:
+        raise InputError(f"{where}: odometry topic {topic} mixes frames {sorted(frames)}")
+    (frame_id, child), = frames
+    return _sorted_trajectory(topic, frame_id, child, stamps, poses)
+
+
+def read_tf_trajectory(reader, child_frame: str, where: str, topic: str = "/tf") -> Trajectory:
+    """Poses of `child_frame` in its parent from the TFMessage topic `topic`."""
+    conns = [c for c in reader.connections if c.topic == topic and c.msgtype == TF_TYPE]
+    stamps, poses, parents = [], [], set()
+    for _, _, raw in reader.messages(conns) if conns else ():
+        for t in deserialize(raw, TF_TYPE, f"{where} {topic}").transforms:
+            if t.child_frame_id == child_frame:
+                stamps.append(stamp_ns(t.header))
+                poses.append(pose_matrix(t.transform.translation, t.transform.rotation))
+                parents.add(t.header.frame_id)
+    if not stamps:
+        raise InputError(f"{where}: {topic} has no transform to frame {child_frame!r}")
+    if len(parents) > 1:
+        raise InputError(f"{where}: frame {child_frame} has several parents on {topic}: {sorted(parents)}")
+    return _sorted_trajectory(topic, parents.pop(), child_frame, stamps, poses)
+
+
+def is_ground_truth_topic(topic: str) -> bool:
+    """True for names with a `gt` / `ground_truth` component, e.g. `/kitti/gt/odom`."""
+    return any(part in GT_NAME_PARTS for part in topic.strip("/").split("/"))
+
+
+def find_ground_truth(reader, where: str, topic: str | None = None) -> Trajectory | None:
+    """The bag's ground-truth trajectory, or None.
+
+    `topic` names an Odometry topic to use. Otherwise: the only Odometry topic with a `gt` /
+    `ground_truth` name component, else the only `gt_*` child frame on `/tf`.
+    """
+    if topic:
+        return read_odometry(reader, topic, where)
+    odom = [t for t, typ in bag_topics(reader).items() if typ == ODOMETRY_TYPE and is_ground_truth_topic(t)]
+    if len(odom) == 1:
+        return read_odometry(reader, odom[0], where)
+    if len(odom) > 1:
+        raise InputError(f"{where}: several ground-truth odometry topics {sorted(odom)}; name one")
+    conns = [c for c in reader.connections if c.topic == "/tf" and c.msgtype == TF_TYPE]
+    children = set()
+    for _, _, raw in reader.messages(conns) if conns else ():
+        children.update(t.child_frame_id for t in deserialize(raw, TF_TYPE, f"{where} /tf").transforms
+                        if t.child_frame_id.startswith(GT_FRAME_PREFIX))
+    if len(children) == 1:
+        return read_tf_trajectory(reader, children.pop(), where)
+    return None
+
+
+def interpolate_poses(stamps_ns: np.ndarray, poses: np.ndarray, query_ns: np.ndarray,
+                      max_extrapolation_ns: int) -> np.ndarray | None:
+    """Poses at query stamps: linear in translation, spherical-linear in rotation.
+
+    Args:
+        stamps_ns: (N,) increasing; poses: (N,4,4); query_ns: (M,).
+        max_extrapolation_ns: queries up to this far outside [stamps[0], stamps[-1]] take the end pose.
+    Returns:
+        (M,4,4) float64, or None if a query lies farther outside.
+    """
+    query_ns = np.asarray(query_ns, np.int64)
+    if len(stamps_ns) == 0 or query_ns.min() < stamps_ns[0] - max_extrapolation_ns or \
+            query_ns.max() > stamps_ns[-1] + max_extrapolation_ns:
+        return None
+    out = np.empty((len(query_ns), 4, 4))
+    hi = np.clip(np.searchsorted(stamps_ns, query_ns), 1, max(len(stamps_ns) - 1, 1))
+    for k, (q, j) in enumerate(zip(query_ns, hi)):
+        if len(stamps_ns) == 1 or q <= stamps_ns[0] or q >= stamps_ns[-1]:
+            out[k] = poses[0] if q <= stamps_ns[0] else poses[-1]
+            continue
+        a = (q - stamps_ns[j - 1]) / (stamps_ns[j] - stamps_ns[j - 1])
+        out[k] = _blend(poses[j - 1], poses[j], float(a))
+    return out
+
+
+def _blend(A: np.ndarray, B: np.ndarray, a: float) -> np.ndarray:
+    """Pose a of the way from A to B (a in [0, 1]): rotation about the fixed axis of A^T B."""
+    axis, angle = mat2axangle(A[:3, :3].T @ B[:3, :3], unit_thresh=1e-4)
+    T = np.eye(4)
+    T[:3, :3] = A[:3, :3] @ axangle2mat(axis, a * angle)
+    T[:3, 3] = (1 - a) * A[:3, 3] + a * B[:3, 3]
+    return T
+
+
+def _pinhole_K(values, where: str) -> np.ndarray:
+    """(3,3) K from 9 numbers, checked: not all zero, fx, fy > 0, last row 0 0 1."""
+    k = np.asarray(values, dtype=np.float64).ravel()
+    if k.size != 9 or not np.any(k):
+        raise InputError(f"{where}: K must be 9 numbers, not all zero (is the camera calibrated?); pass --intrinsics")
+    K = k.reshape(3, 3)
+    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], (0, 0, 1)):
+        raise InputError(f"{where}: K {K.tolist()} is not a pinhole matrix (fx, fy > 0, last row 0 0 1)")
+    return K
+
+
+class BagImageSequence(FrameSequence):
+    """One image topic of a ROS 2 bag as a FrameSequence.
+
+    Args:
+        bag: bag directory or single .db3/.mcap file.
+        image_topic: Image or CompressedImage topic; None picks the only one (an error lists them
+            when there are several).
+        camera_info_topic: CameraInfo topic; None takes `<image topic's parent>/camera_info`, or
+            the bag's only CameraInfo topic.
+        intrinsics: an intrinsics file (see image_folder) or (3,3) K used instead of CameraInfo.
+        gt_topic: ground-truth Odometry topic; None searches as `find_ground_truth` does.
+        cache_frames: decoded frames kept in memory (neighbouring triplets share frames).
+
+    Frames with a repeated stamp are dropped; if any header stamp is 0 (an unstamped driver) the
+    bag's receive times order and stamp the frames instead. `pose(i)` is camera-to-world of
+    the image's frame_id when the bag has ground truth reachable from that frame
+    (`has_poses`; `gt_note` says why not).
+    """
+
+    def __init__(self, bag: str | Path, image_topic: str | None = None, camera_info_topic: str | None = None,
+                 intrinsics: str | Path | np.ndarray | None = None, gt_topic: str | None = None,
+                 cache_frames: int = 8):
+        self.bag = Path(bag)
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_frames = max(int(cache_frames), 0)
+        self._reader_pid, self._reader_obj = None, None
+        self._stale_readers: list = []
+        with open_bag(self.bag) as reader:
+            topics = bag_topics(reader)
+            self.topic, self.msgtype = self._pick_image_topic(topics, image_topic)
+            self.name = f"bag/{self.bag.name}{self.topic}"
+            self._index(reader)
+            self._hw = self._decode(self._fetch(reader, 0), 0).shape[:2]
+            self._K = self._load_intrinsics(reader, topics, camera_info_topic, intrinsics)
+            self._poses, self.gt_note = self._load_ground_truth(reader, gt_topic)
+        self.has_poses = self._poses is not None
+
+    # ------------------------------------------------------------------ setup
+    def _pick_image_topic(self, topics: dict, wanted: str | None) -> tuple[str, str]:
+        images = {t: typ for t, typ in topics.items() if typ in (IMAGE_TYPE, COMPRESSED_TYPE)}
+        if wanted:
+            if wanted not in images:
+                raise InputError(f"{self.bag}: no image topic {wanted!r}; image topics: {sorted(images) or 'none'}")
+            return wanted, images[wanted]
+        if len(images) == 1:
+            return next(iter(images.items()))
+        if not images:
+            raise InputError(f"{self.bag}: no {IMAGE_TYPE} or {COMPRESSED_TYPE} topic; topics: {sorted(topics)}")
+        raise InputError(f"{self.bag}: several image topics {sorted(images)}; choose one with --image-topic")
+
+    def _index(self, reader) -> None:
+        bag_ns, stamps = [], []
+        self.frame_id = ""
+        for _, t, raw in reader.messages(self._connections(reader)):
+            msg = deserialize(raw, self.msgtype, f"{self.bag} {self.topic}")
+            bag_ns.append(t)
+            stamps.append(stamp_ns(msg.header))
+            self.frame_id = self.frame_id or msg.header.frame_id
+        if not stamps:
+            raise InputError(f"{self.bag}: image topic {self.topic} has no messages")
+        bag_ns, stamps = np.array(bag_ns, np.int64), np.array(stamps, np.int64)
+        self.stamp_source = "header"
+        if np.any(stamps == 0):
+            log.warning("%s: some %s header stamps are 0; using the bag's receive times", self.bag, self.topic)
+            stamps, self.stamp_source = bag_ns.copy(), "bag"
+        order = np.argsort(stamps, kind="stable")
+        keep = np.concatenate([[True], np.diff(stamps[order]) > 0])
+        self.dropped_duplicates = int(np.count_nonzero(~keep))
+        self._bag_ns, self.stamps_ns = bag_ns[order[keep]], stamps[order[keep]]
+
+    def _load_intrinsics(self, reader, topics: dict, info_topic: str | None, intrinsics) -> np.ndarray:
+        h, w = self._hw
+        if isinstance(intrinsics, np.ndarray):
+            self.camera_info_topic = None
+            return _pinhole_K(intrinsics, "intrinsics array")
+        if intrinsics:
+            K, declared = load_intrinsics(intrinsics)
+            if declared is not None and declared != (h, w):
+                raise InputError(f"{intrinsics} is for {declared[1]}x{declared[0]} images but {self.topic} in "
+                                 f"{self.bag} is {w}x{h}")
+            self.camera_info_topic = None
+            return K
+        infos = sorted(t for t, typ in topics.items() if typ == CAMERA_INFO_TYPE)
+        sibling = self.topic.removesuffix("/compressed").rsplit("/", 1)[0] + "/camera_info"
+        if info_topic:
+            if info_topic not in infos:
+                raise InputError(f"{self.bag}: no CameraInfo topic {info_topic!r}; CameraInfo topics: {infos or 'none'}")
+        elif sibling in infos:
+            info_topic = sibling
+        elif len(infos) == 1:
+            info_topic = infos[0]
+        else:
+            raise InputError(f"{self.bag}: cannot tell which CameraInfo belongs to {self.topic} (CameraInfo topics: "
+                             f"{infos or 'none'}); pass --camera-info-topic or --intrinsics")
+        where = f"{self.bag} {info_topic}"
+        conns = [c for c in reader.connections if c.topic == info_topic]
+        first = next(iter(reader.messages(conns)), None)
+        if first is None:
+            raise InputError(f"{where}: CameraInfo topic has no messages; pass --intrinsics")
+        msg = deserialize(first[2], CAMERA_INFO_TYPE, where)
+        K = _pinhole_K(msg.k, f"{where} CameraInfo")
+        if (msg.width, msg.height) != (0, 0) and (msg.height, msg.width) != (h, w):
+            raise InputError(f"{where}: CameraInfo is for {msg.width}x{msg.height} images but {self.topic} is {w}x{h}")
+        if np.any(np.abs(np.asarray(msg.d, np.float64)) > 1e-9):
+            log.warning("%s: the camera has lens distortion %s; frames are used as if undistorted", where,
+                        np.asarray(msg.d).tolist())
+        self.camera_info_topic = info_topic
+        return K
+
+    def _load_ground_truth(self, reader, gt_topic: str | None) -> tuple[np.ndarray | None, str]:
+        where = str(self.bag)
+        traj = find_ground_truth(reader, where, gt_topic)
+        if traj is None:
+            return None, "no ground-truth odometry topic or gt_* frame on /tf"
+        body = traj.child_frame_id
+        static = StaticTransforms.from_reader(reader, where)
+        T_body_cam = np.eye(4) if body == self.frame_id else static.lookup(body, self.frame_id)
+        if T_body_cam is None and body.startswith(GT_FRAME_PREFIX):
+            T_body_cam = static.lookup(body[len(GT_FRAME_PREFIX):], self.frame_id)
+        if T_body_cam is None:
+            return None, f"/tf_static does not connect the ground-truth frame {body} to the camera frame {self.frame_id}"
+        poses = interpolate_poses(traj.stamps_ns, traj.poses, self.stamps_ns, int(GT_MAX_EXTRAPOLATION_S * 1e9))
+        if poses is None:
+            return None, f"ground truth on {traj.topic} does not cover every frame of {self.topic}"
+        return poses @ T_body_cam, f"from {traj.topic} ({body} -> {self.frame_id})"
+
+    # ------------------------------------------------------------------ access
+    def _connections(self, reader) -> list:
+        return [c for c in reader.connections if c.topic == self.topic]
+
+    def _reader(self):
+        """An open reader owned by this process (a forked DataLoader worker opens its own)."""
+        if self._reader_pid != os.getpid():
+            if self._reader_obj is not None:
+                # the parent's reader shares file handles with it; closing here could disturb the parent
+                self._stale_readers.append(self._reader_obj)
+            self._reader_obj = CheckedReader(self.bag)
+            self._reader_pid = os.getpid()
+        return self._reader_obj
+
+    def _fetch(self, reader, i: int) -> bytes:
+        t = int(self._bag_ns[i])
+        for _, _, raw in reader.messages(self._connections(reader), start=t, stop=t + 1):
+            msg_stamp = t if self.stamp_source == "bag" else \
+                stamp_ns(deserialize(raw, self.msgtype, f"{self.bag} {self.topic}").header)
+            if msg_stamp == self.stamps_ns[i]:
+                return raw
+        raise InputError(f"{self.bag}: frame {i} of {self.topic} (bag time {t} ns) is gone; was the bag changed?")
+
+    def _decode(self, raw: bytes, i: int) -> np.ndarray:
+        msg = deserialize(raw, self.msgtype, f"{self.bag} {self.topic}")
+        try:
+            return compressed_to_rgb(msg) if self.msgtype == COMPRESSED_TYPE else image_to_rgb(msg)
+        except UnsupportedImage as exc:
+            raise UnsupportedImage(f"{self.bag} {self.topic} frame {i}: {exc}") from None
+
+    def __len__(self) -> int:
+        return len(self.stamps_ns)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self._hw
+
+    def intrinsics(self) -> np.ndarray:
+        return self._K.copy()
+
+    def image(self, i: int) -> np.ndarray:
+        self._check_index(i)
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i].copy()
+        rgb = self._decode(self._fetch(self._reader(), i), i)
+        if rgb.shape[:2] != self._hw:
+            raise InputError(f"{self.bag} {self.topic} frame {i} is {rgb.shape[1]}x{rgb.shape[0]} but the first "
+                             f"frame is {self._hw[1]}x{self._hw[0]}")
+        if self._cache_frames:
+            self._cache[i] = rgb
+            if len(self._cache) > self._cache_frames:
+                self._cache.popitem(last=False)
+        return rgb.copy() if self._cache_frames else rgb
+
+    def timestamp(self, i: int) -> float:
+        self._check_index(i)
+        return float(self.stamps_ns[i]) / 1e9
+
+    def pose(self, i: int) -> np.ndarray | None:
+        self._check_index(i)
+        return None if self._poses is None else self._poses[i].copy()
+
+    def close(self) -> None:
+        """Close this process's reader (it reopens on the next `image` call)."""
+        if self._reader_obj is not None and self._reader_pid == os.getpid():
+            self._reader_obj.close()
+        self._reader_obj, self._reader_pid = None, None
+        self._cache.clear()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.update(_reader_obj=None, _reader_pid=None, _stale_readers=[], _cache=OrderedDict())
+        return state
+
+
+def open_bag_sequences(bag: str | Path, image_topic: str | None = None, camera_info_topic: str | None = None,
+                       intrinsics: str | Path | None = None) -> list[FrameSequence]:
+    """Frame sequences for training/evaluation from bags.
+
+    Args:
+        bag: one bag, or several separated by commas (each gives one sequence).
+        image_topic, camera_info_topic, intrinsics: as for BagImageSequence (empty = automatic).
+    """
+    paths = [p.strip() for p in str(bag).split(",") if p.strip()]
+    if not paths:
+        raise InputError("data.kind=bag needs data.bag (a bag directory or .mcap/.db3 file)")
+    return [BagImageSequence(p, image_topic or None, camera_info_topic or None, intrinsics or None) for p in paths]

@@ -1,0 +1,642 @@
+"""`sa4depth-kitti2bag`: KITTI raw drives and odometry sequences -> ROS 2 bags (rosbags, no ROS needed).
+
+    sa4depth-kitti2bag KITTI/2011_09_26/2011_09_26_drive_0002_sync bags/drive_0002 --velodyne
+    sa4depth-kitti2bag KITTI/odometry/dataset/sequences/09 bags/seq09 --storage mcap --cameras 0,1,2,3
+    sa4depth-kitti2bag KITTI/odometry/dataset/sequences/09 bags/seq09_humble --ros-distro humble
+
+Topics, frames and conventions are listed in docs/bags.md. The bag is written into a hidden
+temporary directory next to the target and renamed into place only when complete, so an
+interrupted run never leaves a bag that looks finished.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
+from rosbags.rosbag2 import StoragePlugin, Writer
+from tqdm import tqdm
+from transforms3d.euler import euler2mat
+from transforms3d.quaternions import mat2quat
+
+from sa4depth_core.data.bag_sequence import BAG_TYPESTORE
+from sa4depth_core.data.calib import (
+    CalibFile,
+    load_odometry_calib,
+    load_raw_calib,
+    rigid_4x4,
+)
+from sa4depth_core.data.kitti_raw import load_velodyne, parse_kitti_timestamp
+from sa4depth_core.data.pose_io import load_kitti_poses
+from sa4depth_core.data.sequence import list_images, read_float_lines, require_dir
+from sa4depth_core.errors import InputError
+
+CAMERA_NAMES = {0: "camera_gray_left", 1: "camera_gray_right", 2: "camera_color_left", 3: "camera_color_right"}
+BASE_FRAME = "base_link"
+VELO_FRAME = "velo_link"
+IMU_FRAME = "imu_link"
+GT_WORLD_FRAME = "gt_world"
+GT_BASE_FRAME = "gt_base_link"
+VELO_TOPIC = "/kitti/velo/pointcloud"
+GT_ODOM_TOPIC = "/kitti/gt/odom"
+TF_TOPIC = "/tf"
+TF_STATIC_TOPIC = "/tf_static"
+STORAGES = ("sqlite3", "mcap")
+# Humble's rosbag2 reads offered_qos_profiles as a YAML string (metadata v8 and older); Jazzy and
+# later write v9, a YAML list that Humble rejects ("yaml-cpp: bad conversion").
+METADATA_VERSION = {"humble": 8, "jazzy": 9, "kilted": 9}
+# Odometry sequences only give seconds since their start; stamps are offset by this epoch
+# (2011-09-26 00:00 UTC, a KITTI recording day) so no stamp is 0, which TF reads as "latest".
+ODOMETRY_EPOCH_S = 1316995200
+# base_link has REP-103 body axes (x forward, y left, z up); KITTI cameras have optical axes
+# (x right, y down, z forward). Columns: the camera axes expressed in base_link.
+T_BASE_CAM0 = rigid_4x4(np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]), np.zeros(3))
+_EARTH_RADIUS_M = 6378137.0
+
+_DEFAULTS = {"deadline": QosTime(0, 0), "lifespan": QosTime(0, 0), "liveliness": QosLiveliness.AUTOMATIC,
+             "liveliness_lease_duration": QosTime(0, 0), "avoid_ros_namespace_conventions": False}
+STREAM_QOS = Qos(history=QosHistory.KEEP_LAST, depth=10, reliability=QosReliability.RELIABLE,
+                 durability=QosDurability.VOLATILE, **_DEFAULTS)
+LATCHED_QOS = Qos(history=QosHistory.KEEP_LAST, depth=1, reliability=QosReliability.RELIABLE,
+                  durability=QosDurability.TRANSIENT_LOCAL, **_DEFAULTS)
+
+
+def image_topic(camera: int, compressed: bool = False) -> str:
+    """Topic of KITTI camera 0..3, e.g. `/kitti/camera_color_left/image_raw` (+ `/compressed`)."""
+    return f"/kitti/{CAMERA_NAMES[camera]}/image_raw" + ("/compressed" if compressed else "")
+
+
+def camera_info_topic(camera: int) -> str:
+    """CameraInfo topic of KITTI camera 0..3."""
+    return f"/kitti/{CAMERA_NAMES[camera]}/camera_info"
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """What a CameraInfo of one camera holds: K (3,3), D (5,) plumb_bob, R (3,3), P (3,4), image size."""
+
+    width: int
+    height: int
+    K: np.ndarray
+    D: np.ndarray
+    R: np.ndarray
+    P: np.ndarray
+
+
+@dataclass
+class CameraStream:
+    """Image files of one camera with stamps (N,) int64 ns; `grey` selects mono8 over bgr8."""
+
+    camera: int
+    files: list
+    stamps_ns: np.ndarray
+    model: CameraModel
+    grey: bool
+
+
+@dataclass
+class KittiRecording:
+    """Everything one bag will hold, still on disk.
+
+    rig: child frame -> (4,4) pose in base_link. gt_poses: (M,4,4) poses of base_link in the
+    ground-truth world at gt_stamps_ns (M,). velo_files/velo_stamps_ns: Velodyne scans.
+    """
+
+    source: Path
+    cameras: list
+    rig: dict
+    velo_files: list = field(default_factory=list)
+    velo_stamps_ns: np.ndarray | None = None
+    gt_stamps_ns: np.ndarray | None = None
+    gt_poses: np.ndarray | None = None
+    notes: list = field(default_factory=list)
+
+
+@dataclass
+class ConversionResult:
+    """What `convert` wrote: bag directory, metadata version, messages per topic, wall seconds."""
+
+    path: Path
+    storage: str
+    version: int
+    counts: dict
+    frames: int
+    seconds: float
+    notes: list
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading KITTI trees
+
+
+def _stamp_ns(text: str) -> int:
+    """`2011-09-26 13:02:25.964389445` -> integer ns since the Unix epoch (UTC), without float rounding."""
+    whole, dot, frac = text.strip().partition(".")
+    if dot and (not frac.isdigit() or len(frac) > 9):
+        raise ValueError(text)
+    return int(parse_kitti_timestamp(whole)) * 1_000_000_000 + (int(frac.ljust(9, "0")) if dot else 0)
+
+
+def read_timestamps_ns(path: Path, numbers: list[int]) -> np.ndarray:
+    """Stamps (len(numbers),) int64 ns of the given frame numbers from a KITTI raw `timestamps.txt`."""
+    if not path.is_file():
+        raise InputError(f"{path}: timestamps file not found")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if numbers and max(numbers) >= len(lines):
+        raise InputError(f"{path} has {len(lines)} timestamps but frame {max(numbers):010d} exists")
+    out = np.empty(len(numbers), np.int64)
+    for i, n in enumerate(numbers):
+        try:
+            out[i] = _stamp_ns(lines[n])
+        except ValueError:
+            raise InputError(f"{path}: timestamp of frame {n} is not 'YYYY-MM-DD hh:mm:ss.fffffffff': "
+                             f"{lines[n].strip()!r}") from None
+    return out
+
+
+def _frame_numbers(files: list[Path], folder: Path) -> list[int]:
+    try:
+        return [int(p.stem) for p in files]
+    except ValueError:
+        raise InputError(f"{folder}: file names must be frame numbers like 0000000000.png") from None
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InputError(f"frame {path} cannot be decoded as an image")
+    return img.shape[0], img.shape[1]
+
+
+def _camera_offset(P: np.ndarray) -> np.ndarray:
+    """(4,4) pose of a rectified camera in the rectified camera-0 frame: P = K [I | t] puts it at -t."""
+    return rigid_4x4(np.eye(3), -np.linalg.solve(P[:, :3], P[:, 3]))
+
+
+def _rectified_model(P: np.ndarray, width: int, height: int) -> CameraModel:
+    return CameraModel(width, height, P[:, :3].copy(), np.zeros(5), np.eye(3), P.copy())
+
+
+def _check_cameras(cameras) -> tuple[int, ...]:
+    cams = tuple(sorted({int(c) for c in cameras}))
+    if not cams or any(c not in CAMERA_NAMES for c in cams):
+        raise InputError(f"cameras must be a non-empty subset of 0, 1, 2, 3, got {list(cameras)}")
+    return cams
+
+
+def load_odometry_sequence(seq_dir: str | Path, cameras=(2,), velodyne: bool = False, gt: bool = True,
+                           poses_path: str | Path | None = None, epoch_s: float = ODOMETRY_EPOCH_S,
+                           max_frames: int = 0) -> KittiRecording:
+    """Collect a KITTI odometry sequence `<root>/sequences/SS` (calib.txt, times.txt, image_c/).
+
+    Ground truth comes from `poses_path` or `<root>/poses/SS.txt` (camera-0 poses); Velodyne
+    scans from `velodyne/%06d.bin` when asked for and present.
+    """
+    seq_dir = require_dir(Path(seq_dir), "KITTI odometry sequence")
+    calib = load_odometry_calib(seq_dir / "calib.txt")
+    times = read_float_lines(seq_dir / "times.txt", "timestamps")
+    n = min(len(times), max_frames) if max_frames else len(times)
+    stamps = round(epoch_s * 1e9) + np.round(times * 1e9).astype(np.int64)
+    rec = KittiRecording(source=seq_dir, cameras=[], rig={})
+    for c in _check_cameras(cameras):
+        folder = require_dir(seq_dir / f"image_{c}", "image")
+        files = list_images(folder)
+        if len(files) != len(times):
+            raise InputError(f"{seq_dir / 'times.txt'} has {len(times)} timestamps but {folder} has {len(files)} frames")
+        h, w = _image_size(files[0])
+        rec.cameras.append(CameraStream(c, files[:n], stamps[:n], _rectified_model(calib.P[c], w, h), grey=c < 2))
+        rec.rig[CAMERA_NAMES[c]] = T_BASE_CAM0 @ _camera_offset(calib.P[c])
+    if calib.Tr is not None:
+        rec.rig[VELO_FRAME] = T_BASE_CAM0 @ calib.Tr
+    if velodyne:
+        velo_dir = seq_dir / "velodyne"
+        if velo_dir.is_dir():
+            files = sorted(velo_dir.glob("*.bin"))
+            numbers = _frame_numbers(files, velo_dir)
+            if numbers and max(numbers) >= len(times):
+                raise InputError(f"{velo_dir}: scan {max(numbers):06d} has no timestamp in {seq_dir / 'times.txt'}")
+            keep = [i for i, k in enumerate(numbers) if k < n]
+            rec.velo_files = [files[i] for i in keep]
+            rec.velo_stamps_ns = stamps[[numbers[i] for i in keep]]
+        else:
+            rec.notes.append(f"no Velodyne scans: {velo_dir} does not exist")
+    if gt:
+        pose_file = Path(poses_path) if poses_path else seq_dir.parent.parent / "poses" / f"{seq_dir.name}.txt"
+        if poses_path or pose_file.is_file():
+            cam0 = load_kitti_poses(pose_file)
+            if len(cam0) != len(times):
+                raise InputError(f"{pose_file} has {len(cam0)} poses but the sequence has {len(times)} frames")
+            rec.gt_stamps_ns = stamps[:n]
+            rec.gt_poses = T_BASE_CAM0 @ cam0[:n] @ np.linalg.inv(T_BASE_CAM0)
+        else:
+            rec.notes.append(f"no ground truth: {pose_file} does not exist")
+    return rec
+
+
+def oxts_poses(packets: np.ndarray) -> np.ndarray:
+    """IMU poses from OXTS packets (KITTI devkit: Mercator position scaled at the first latitude,
+    R = Rz(yaw) Ry(pitch) Rx(roll)).
+
+    Args:
+        packets: (N,>=6) lat, lon (degrees), alt (m), roll, pitch, yaw (rad), ...
+    Returns:
+        (N,4,4) float64 IMU-to-world, world = east, north, up at the Mercator origin.
+    """
+    lat, lon, alt = packets[:, 0], packets[:, 1], packets[:, 2]
+    scale = np.cos(np.radians(lat[0]))
+    poses = np.tile(np.eye(4), (len(packets), 1, 1))
+    poses[:, 0, 3] = scale * _EARTH_RADIUS_M * np.radians(lon)
+    poses[:, 1, 3] = scale * _EARTH_RADIUS_M * np.log(np.tan(np.radians(90.0 + lat) / 2.0))
+    poses[:, 2, 3] = alt
+    for pose, (roll, pitch, yaw) in zip(poses, packets[:, 3:6]):
+        pose[:3, :3] = euler2mat(roll, pitch, yaw, "sxyz")  # static axes: Rz(yaw) Ry(pitch) Rx(roll)
+    return poses
+
+
+def _read_oxts(oxts_dir: Path, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    data_dir = require_dir(oxts_dir / "data", "OXTS")
+    files = sorted(data_dir.glob("*.txt"))
+    if not files:
+        raise InputError(f"{data_dir}: no OXTS packets (*.txt)")
+    numbers = _frame_numbers(files, data_dir)
+    if max_frames:
+        files, numbers = files[:max_frames], numbers[:max_frames]
+    packets = []
+    for path in files:
+        try:
+            values = np.array(path.read_text().split(), dtype=np.float64)
+        except ValueError:
+            raise InputError(f"{path}: OXTS packet is not numeric") from None
+        if values.size < 6 or not np.all(np.isfinite(values[:6])):
+            raise InputError(f"{path}: OXTS packet needs lat lon alt roll pitch yaw, got {values.size} numbers")
+        packets.append(values[:6])
+    return read_timestamps_ns(oxts_dir / "timestamps.txt", numbers), np.array(packets)
+
+
+def _load_velodyne_file(path: Path) -> np.ndarray:
+    """(N,4) float32 x, y, z, reflectance from a `.bin` (synced) or `.txt` (unsynced) scan."""
+    if path.suffix == ".bin":
+        return load_velodyne(path)
+    try:
+        points = np.loadtxt(path, dtype=np.float32, ndmin=2)
+    except ValueError:
+        raise InputError(f"{path}: Velodyne text scan is not numeric") from None
+    if points.size and points.shape[1] != 4:
+        raise InputError(f"{path}: Velodyne text scan needs 4 columns (x y z reflectance), got {points.shape[1]}")
+    return points.reshape(-1, 4)
+
+
+def load_raw_drive(drive_dir: str | Path, cameras=(2,), velodyne: bool = False, gt: bool = True,
+                   max_frames: int = 0) -> KittiRecording:
+    """Collect a KITTI raw drive: `<date>/<date>_drive_NNNN_sync` (rectified images) or
+    `..._extract` (unrectified images, unsynced sensors, each with its own timestamps).
+
+    Calibration comes from `<date>/calib_cam_to_cam.txt`, `calib_velo_to_cam.txt` and (for the
+    IMU frame and OXTS ground truth) `calib_imu_to_velo.txt`.
+    """
+    drive_dir = require_dir(Path(drive_dir), "KITTI raw drive")
+    date_dir = drive_dir.parent
+    rectified = not drive_dir.name.endswith("_extract")
+    cam_calib = CalibFile(date_dir / "calib_cam_to_cam.txt")
+    rec = KittiRecording(source=drive_dir, cameras=[], rig={})
+    for c in _check_cameras(cameras):
+        raw = load_raw_calib(date_dir, c)
+        cam_pose = _camera_offset(raw.P_rect)
+        if rectified:
+            model = _rectified_model(raw.P_rect, raw.width, raw.height)
+        else:
+            size = cam_calib.array(f"S_0{c}", 2)
+            R_rect = cam_calib.matrix(f"R_rect_0{c}", 3, 3)
+            model = CameraModel(round(size[0]), round(size[1]), cam_calib.matrix(f"K_0{c}", 3, 3),
+                                cam_calib.array(f"D_0{c}", 5), R_rect, raw.P_rect.copy())
+            cam_pose = cam_pose @ rigid_4x4(R_rect, np.zeros(3))  # rectified c <- unrectified c
+        folder = drive_dir / f"image_0{c}"
+        files = list_images(require_dir(folder / "data", "image"))
+        if not files:
+            raise InputError(f"{folder / 'data'}: no png/jpg images")
+        h, w = _image_size(files[0])
+        if (h, w) != (model.height, model.width):
+            key = f"S_rect_0{c}" if rectified else f"S_0{c}"
+            raise InputError(f"frame {files[0]} is {w}x{h} but {cam_calib.path} key {key} says "
+                             f"{model.width}x{model.height}")
+        files = files[:max_frames] if max_frames else files
+        stamps = read_timestamps_ns(folder / "timestamps.txt", _frame_numbers(files, folder / "data"))
+        rec.cameras.append(CameraStream(c, files, stamps, model, grey=c < 2))
+        rec.rig[CAMERA_NAMES[c]] = T_BASE_CAM0 @ cam_pose
+    rec.rig[VELO_FRAME] = T_BASE_CAM0 @ rigid_4x4(raw.R_rect_00, np.zeros(3)) @ raw.velo_to_cam
+
+    imu_calib = date_dir / "calib_imu_to_velo.txt"
+    if imu_calib.is_file():
+        imu = CalibFile(imu_calib)
+        rec.rig[IMU_FRAME] = rec.rig[VELO_FRAME] @ rigid_4x4(imu.matrix("R", 3, 3), imu.array("T", 3))
+    if velodyne:
+        velo_dir = drive_dir / "velodyne_points"
+        if (velo_dir / "data").is_dir():
+            files = sorted(p for p in (velo_dir / "data").iterdir() if p.suffix in (".bin", ".txt"))
+            files = files[:max_frames] if max_frames else files
+            rec.velo_files = files
+            rec.velo_stamps_ns = read_timestamps_ns(velo_dir / "timestamps.txt", _frame_numbers(files, velo_dir / "data"))
+        else:
+            rec.notes.append(f"no Velodyne scans: {velo_dir / 'data'} does not exist")
+    if gt:
+        oxts_dir = drive_dir / "oxts"
+        if not oxts_dir.is_dir():
+            rec.notes.append(f"no ground truth: {oxts_dir} does not exist")
+        elif IMU_FRAME not in rec.rig:
+            rec.notes.append(f"no ground truth: OXTS poses need {imu_calib}")
+        else:
+            stamps, packets = _read_oxts(oxts_dir, max_frames)
+            base_in_world = oxts_poses(packets) @ np.linalg.inv(rec.rig[IMU_FRAME])
+            rec.gt_stamps_ns = stamps
+            rec.gt_poses = np.linalg.inv(base_in_world[0]) @ base_in_world
+    return rec
+
+
+def load_kitti(source: str | Path, **options) -> KittiRecording:
+    """Detect the layout of `source` (odometry sequence or raw drive) and collect it.
+
+    Options are those of `load_odometry_sequence` / `load_raw_drive`; `poses_path` and `epoch_s`
+    apply to odometry sequences only.
+    """
+    source = Path(source)
+    if (source / "calib.txt").is_file() and (source / "times.txt").is_file():
+        return load_odometry_sequence(source, **options)
+    if source.is_dir() and (source.parent / "calib_cam_to_cam.txt").is_file():
+        for key in ("poses_path", "epoch_s"):
+            options.pop(key, None)
+        return load_raw_drive(source, **options)
+    raise InputError(f"{source}: neither a KITTI odometry sequence (sequences/SS with calib.txt and times.txt) "
+                     f"nor a KITTI raw drive (<date>/<date>_drive_NNNN_sync with <date>/calib_cam_to_cam.txt)")
+
+
+# ----------------------------------------------------------------------------------------------
+# ROS messages (rosbags classes)
+
+_T = BAG_TYPESTORE.types
+
+
+def _header(stamp_ns: int, frame_id: str):
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return _T["std_msgs/msg/Header"](stamp=_T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+                                     frame_id=frame_id)
+
+
+def _vector(v):
+    return _T["geometry_msgs/msg/Vector3"](x=float(v[0]), y=float(v[1]), z=float(v[2]))
+
+
+def _quaternion(R: np.ndarray):
+    w, x, y, z = mat2quat(R)
+    return _T["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z), w=float(w))
+
+
+def _transform_stamped(T: np.ndarray, parent: str, child: str, stamp_ns: int):
+    transform = _T["geometry_msgs/msg/Transform"](translation=_vector(T[:3, 3]), rotation=_quaternion(T[:3, :3]))
+    return _T["geometry_msgs/msg/TransformStamped"](header=_header(stamp_ns, parent), child_frame_id=child,
+                                                    transform=transform)
+
+
+def camera_info_msg(model: CameraModel, stamp_ns: int, frame_id: str):
+    """sensor_msgs/CameraInfo (rosbags class) with the model's K, D (plumb_bob), R, P and size."""
+    roi = _T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return _T["sensor_msgs/msg/CameraInfo"](
+        header=_header(stamp_ns, frame_id), height=model.height, width=model.width, distortion_model="plumb_bob",
+        d=np.asarray(model.D, np.float64).ravel(), k=np.asarray(model.K, np.float64).ravel(),
+        r=np.asarray(model.R, np.float64).ravel(), p=np.asarray(model.P, np.float64).ravel(),
+        binning_x=0, binning_y=0, roi=roi)
+
+
+def _image_msg(stream: CameraStream, i: int, compressed: bool):
+    path = stream.files[i]
+    header = _header(stream.stamps_ns[i], CAMERA_NAMES[stream.camera])
+    if compressed:
+        encoding = "mono8" if stream.grey else "bgr8"
+        kind = "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
+        return _T["sensor_msgs/msg/CompressedImage"](header=header, format=f"{encoding}; {kind} compressed {encoding}",
+                                                     data=np.fromfile(path, np.uint8))
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if stream.grey else cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"frame {path} {'is missing' if not path.is_file() else 'cannot be decoded as an image'}")
+    if img.shape[:2] != (stream.model.height, stream.model.width):
+        raise InputError(f"frame {path} is {img.shape[1]}x{img.shape[0]} but the camera is "
+                         f"{stream.model.width}x{stream.model.height}")
+    channels = 1 if stream.grey else 3
+    return _T["sensor_msgs/msg/Image"](header=header, height=img.shape[0], width=img.shape[1],
+                                       encoding="mono8" if stream.grey else "bgr8", is_bigendian=0,
+                                       step=img.shape[1] * channels, data=img.reshape(-1))
+
+
+def _cloud_msg(path: Path, stamp_ns: int):
+    points = np.ascontiguousarray(_load_velodyne_file(path), dtype="<f4")
+    field_cls, f32 = _T["sensor_msgs/msg/PointField"], _T["sensor_msgs/msg/PointField"].FLOAT32
+    fields = [field_cls(name=name, offset=4 * k, datatype=f32, count=1)
+              for k, name in enumerate(("x", "y", "z", "intensity"))]
+    return _T["sensor_msgs/msg/PointCloud2"](header=_header(stamp_ns, VELO_FRAME), height=1, width=len(points),
+                                             fields=fields, is_bigendian=False, point_step=16,
+                                             row_step=16 * len(points), data=points.view(np.uint8).reshape(-1),
+                                             is_dense=True)
+
+
+def _odometry_msg(T: np.ndarray, stamp_ns: int):
+    pose = _T["geometry_msgs/msg/Pose"](position=_T["geometry_msgs/msg/Point"](x=float(T[0, 3]), y=float(T[1, 3]),
+                                                                              z=float(T[2, 3])),
+                                        orientation=_quaternion(T[:3, :3]))
+    twist = _T["geometry_msgs/msg/Twist"](linear=_vector(np.zeros(3)), angular=_vector(np.zeros(3)))
+    return _T["nav_msgs/msg/Odometry"](
+        header=_header(stamp_ns, GT_WORLD_FRAME), child_frame_id=GT_BASE_FRAME,
+        pose=_T["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.zeros(36)),
+        twist=_T["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=np.zeros(36)))
+
+
+def _tf_msg(transforms: list):
+    return _T["tf2_msgs/msg/TFMessage"](transforms=transforms)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+
+@contextlib.contextmanager
+def _atomic_directory(out: Path, overwrite: bool):
+    """Yield a path inside a hidden sibling directory; move it to `out` only if the block succeeds."""
+    out = out.absolute()
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} already exists; choose another output or pass --overwrite")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as exc:
+        raise InputError(f"cannot create a temporary directory next to {out}: {exc.strerror}") from exc
+    try:
+        yield staging / out.name
+        if out.exists():
+            os.rename(out, staging / "replaced")
+        os.rename(staging / out.name, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _events(rec: KittiRecording):
+    """(stamp_ns, order, kind, stream, index) of every timed message, in time order."""
+    streams = [[(int(t), k, "image", cam, i) for i, t in enumerate(cam.stamps_ns)] for k, cam in enumerate(rec.cameras)]
+    if rec.velo_files:
+        streams.append([(int(t), len(rec.cameras), "cloud", None, i) for i, t in enumerate(rec.velo_stamps_ns)])
+    if rec.gt_poses is not None:
+        streams.append([(int(t), len(rec.cameras) + 1, "gt", None, i) for i, t in enumerate(rec.gt_stamps_ns)])
+    return heapq.merge(*streams, key=lambda e: (e[0], e[1], e[4]))
+
+
+def write_bag(rec: KittiRecording, out: str | Path, storage: str = "sqlite3", ros_distro: str = "jazzy",
+              compressed: bool = False, overwrite: bool = False, progress: bool = False) -> ConversionResult:
+    """Write a collected recording as a ROS 2 bag directory `out` (atomically).
+
+    Args:
+        storage: 'sqlite3' (.db3, readable by every distro's default plugin) or 'mcap'.
+        ros_distro: 'humble' writes metadata version 8 (Humble's QoS string format), 'jazzy' and
+            'kilted' version 9.
+        compressed: images as sensor_msgs/CompressedImage holding the source PNG/JPEG bytes.
+    """
+    if storage not in STORAGES:
+        raise InputError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+    if ros_distro not in METADATA_VERSION:
+        raise InputError(f"ros_distro must be one of {', '.join(METADATA_VERSION)}, got {ros_distro!r}")
+    out = Path(out)
+    if out.suffix in (".mcap", ".db3"):
+        raise InputError(f"{out}: a ROS 2 bag is a directory; give its name without the {out.suffix} suffix")
+    version = METADATA_VERSION[ros_distro]
+    stamps = [s.stamps_ns for s in rec.cameras if len(s.stamps_ns)]
+    if not stamps:
+        raise InputError(f"{rec.source}: no frames to convert")
+    for s in rec.cameras:
+        if np.any(np.diff(s.stamps_ns) <= 0):
+            k = int(np.flatnonzero(np.diff(s.stamps_ns) <= 0)[0]) + 1
+            raise InputError(f"{rec.source}: camera {s.camera} frame {s.files[k].name} is not later than the frame "
+                             f"before it")
+    start_ns = int(min(s[0] for s in stamps))
+    total = 1 + sum(2 * len(s.files) for s in rec.cameras) + len(rec.velo_files) + \
+        (2 * len(rec.gt_poses) if rec.gt_poses is not None else 0)
+    serialize = BAG_TYPESTORE.serialize_cdr
+    started = time.perf_counter()
+    counts: dict[str, int] = {}
+    with _atomic_directory(out, overwrite) as tmp:
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        with Writer(tmp, version=version, storage_plugin=plugin) as writer:
+            writer.set_custom_data("sa4depth.kitti2bag", json.dumps(
+                {"source": str(rec.source), "base_link": "rectified camera 0, x forward, y left, z up"}))
+
+            def connection(topic: str, msgtype: str, qos: Qos = STREAM_QOS):
+                conn = writer.add_connection(topic, msgtype, typestore=BAG_TYPESTORE, offered_qos_profiles=[qos])
+                counts[topic] = 0
+                return conn
+
+            def put(conn, stamp_ns: int, msg) -> None:
+                writer.write(conn, int(stamp_ns), serialize(msg, msg.__msgtype__))
+                counts[conn.topic] += 1
+                bar.update()
+
+            with tqdm(total=total, unit="msg", desc="sa4depth-kitti2bag", disable=not progress) as bar:
+                static = [_transform_stamped(T, BASE_FRAME, child, start_ns) for child, T in rec.rig.items()]
+                put(connection(TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", LATCHED_QOS), start_ns, _tf_msg(static))
+                image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+                conns = {id(s): (connection(image_topic(s.camera, compressed), image_type),
+                                 connection(camera_info_topic(s.camera), "sensor_msgs/msg/CameraInfo"))
+                         for s in rec.cameras}
+                if rec.velo_files:
+                    velo_conn = connection(VELO_TOPIC, "sensor_msgs/msg/PointCloud2")
+                if rec.gt_poses is not None:
+                    odom_conn = connection(GT_ODOM_TOPIC, "nav_msgs/msg/Odometry")
+                    tf_conn = connection(TF_TOPIC, "tf2_msgs/msg/TFMessage")
+                for stamp, _, kind, stream, i in _events(rec):
+                    if kind == "image":
+                        image_conn, info_conn = conns[id(stream)]
+                        put(image_conn, stamp, _image_msg(stream, i, compressed))
+                        put(info_conn, stamp, camera_info_msg(stream.model, stamp, CAMERA_NAMES[stream.camera]))
+                    elif kind == "cloud":
+                        put(velo_conn, stamp, _cloud_msg(rec.velo_files[i], stamp))
+                    else:
+                        T = rec.gt_poses[i]
+                        put(odom_conn, stamp, _odometry_msg(T, stamp))
+                        put(tf_conn, stamp, _tf_msg([_transform_stamped(T, GT_WORLD_FRAME, GT_BASE_FRAME, stamp)]))
+    frames = max(len(s.files) for s in rec.cameras)
+    return ConversionResult(out.absolute(), storage, version, counts, frames, time.perf_counter() - started, rec.notes)
+
+
+def convert(source: str | Path, out: str | Path, storage: str = "sqlite3", ros_distro: str = "jazzy",
+            cameras=(2,), velodyne: bool = False, gt: bool = True, compressed: bool = False,
+            poses_path: str | Path | None = None, epoch_s: float = ODOMETRY_EPOCH_S, max_frames: int = 0,
+            overwrite: bool = False, progress: bool = False) -> ConversionResult:
+    """Convert a KITTI odometry sequence or raw drive directory to a ROS 2 bag (see `write_bag`).
+
+    Args:
+        cameras: KITTI camera numbers 0..3 (0/1 grey, 2/3 colour; 2 = left colour).
+        velodyne: add the Velodyne scans as PointCloud2 when the drive has them.
+        gt: add ground truth (odometry: poses file; raw: OXTS) when available.
+        max_frames: convert only the first frames of each stream (0 = all).
+    """
+    if int(max_frames) != max_frames or max_frames < 0:
+        raise InputError(f"max_frames must be a non-negative integer, got {max_frames!r}")
+    rec = load_kitti(source, cameras=cameras, velodyne=velodyne, gt=gt, poses_path=poses_path, epoch_s=epoch_s,
+                     max_frames=int(max_frames))
+    return write_bag(rec, out, storage, ros_distro, compressed, overwrite, progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line `sa4depth-kitti2bag`; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="sa4depth-kitti2bag", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help="KITTI odometry sequence directory (sequences/SS) or raw drive directory")
+    parser.add_argument("out", help="bag directory to create")
+    parser.add_argument("--storage", choices=STORAGES, default="sqlite3", help="storage plugin (default sqlite3)")
+    parser.add_argument("--ros-distro", choices=tuple(METADATA_VERSION), default="jazzy",
+                        help="oldest distro that must play the bag: humble writes metadata v8, else v9 (default jazzy)")
+    parser.add_argument("--cameras", default="2", help="comma-separated KITTI cameras 0..3 (default 2 = left colour)")
+    parser.add_argument("--velodyne", action="store_true", help="add Velodyne scans as PointCloud2")
+    parser.add_argument("--no-gt", action="store_true", help="leave out ground-truth odometry and TF")
+    parser.add_argument("--poses", help="odometry ground-truth poses file (default <root>/poses/SS.txt)")
+    parser.add_argument("--compressed", action="store_true", help="images as CompressedImage (the PNG bytes)")
+    parser.add_argument("--epoch", type=float, default=ODOMETRY_EPOCH_S,
+                        help=f"odometry sequences: Unix time of times.txt's zero (default {ODOMETRY_EPOCH_S})")
+    parser.add_argument("--max-frames", type=int, default=0, help="convert only the first N frames (0 = all)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bag")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        try:
+            cameras = [int(c) for c in args.cameras.split(",") if c.strip()]
+        except ValueError:
+            raise InputError(f"--cameras must be comma-separated numbers 0..3, got {args.cameras!r}") from None
+        result = convert(args.source, args.out, args.storage, args.ros_distro, cameras, args.velodyne, not args.no_gt,
+                         args.compressed, args.poses, args.epoch, args.max_frames, args.overwrite,
+                         progress=not args.quiet)
+    except InputError as exc:
+        print(f"sa4depth-kitti2bag: error: {exc}", file=sys.stderr)
+        return 2
+    for note in result.notes:
+        print(f"note: {note}")
+    for topic, count in result.counts.items():
+        print(f"  {topic}: {count}")
+    print(f"wrote {result.path} ({result.storage}, metadata v{result.version}): {result.frames} frames in "
+          f"{result.seconds:.1f} s ({result.frames / max(result.seconds, 1e-9):.1f} frames/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
