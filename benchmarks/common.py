@@ -46,7 +46,7 @@ def machine() -> str:
 def synthetic(name: str, frames: int, height: int, width: int, seed: int, trajectory: str = "car",
               camera_height: float = 1.65, kitti_poses: str | None = None, kitti_start: int = 0) -> tuple[Path, str]:
     """Generate (once) and return (root, sequence) of a cached synthetic sequence."""
-    root = CACHE / f"{name}_{height}x{width}"
+    root = CACHE / f"{name}_{frames}f_{height}x{width}"
     seq = "00"
     done = root / "sequences" / seq / "synth.json"
     if not done.exists():
