@@ -13,7 +13,7 @@ test: setup
 	$(PY) -m pytest -q -n 2 --timeout=600 test
 
 demo: setup
-	$(PY) -m sa4depth_core.demo
+	$(PY) -m sa4depth_ros.demo
 
 bench: setup
 	$(PY) benchmarks/run_all.py
