@@ -3,6 +3,7 @@ depth maps (once per frame) and, for odometry, refined relative poses."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 
 from .checkpoint import file_sha256, load_checkpoint
 from .config import Config, config_from_dict
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .geometry import scale_intrinsics
 from .model import SA4DepthModel
 from .networks.monodepth2_io import load_monodepth2_folder
@@ -27,6 +28,31 @@ class LoadedModel:
     model_id: str  # content hash prefix, "monodepth2:<hash>" or "untrained"
     source: str  # path, or a note that no weights were given
     trained: bool
+
+
+_DEVICE_NAME = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def select_device(name: str) -> tuple[torch.device, str]:
+    """Device for 'auto', 'cpu', 'cuda' or 'cuda:N'.
+
+    Returns:
+        (device, note): the note is empty, or says that CUDA was asked for but is missing and the
+        CPU is used instead (a robot should keep running on the CPU rather than not start).
+    """
+    key = str(name).strip().lower()
+    if not _DEVICE_NAME.match(key):
+        raise InputError(f"device '{name}' is not one of auto, cpu, cuda, cuda:N")
+    if key == "cpu":
+        return torch.device("cpu"), ""
+    if torch.cuda.is_available():
+        device = torch.device("cuda" if key == "auto" else key)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"device '{name}': only {torch.cuda.device_count()} CUDA device(s) present")
+        return device, ""
+    if key == "auto":
+        return torch.device("cpu"), ""
+    return torch.device("cpu"), f"device '{name}' requested but CUDA is not available: running on the CPU"
 
 
 def load_model(path: str | Path | None, device: str | torch.device = "cpu", cfg: Config | None = None) -> LoadedModel:
@@ -55,10 +81,44 @@ def load_model(path: str | Path | None, device: str | torch.device = "cpu", cfg:
         digest = file_sha256(p / "encoder.pth")[:12]
         return LoadedModel(model.eval(), cfg, f"monodepth2:{digest}", str(p), True)
     state = load_checkpoint(p, map_location=device)
-    cfg = config_from_dict(state["config"])
-    model = SA4DepthModel(cfg).to(device)
-    model.load_state_dict(state["model"])
+    try:
+        cfg = config_from_dict(state["config"])
+        model = SA4DepthModel(cfg).to(device)
+        model.load_state_dict(state["model"])
+    except (InputError, RuntimeError) as exc:
+        # load_state_dict lists every missing key; the first line says enough to act on.
+        raise CheckpointError(f"{p}: weights do not fit the network its config describes "
+                              f"({str(exc).strip().splitlines()[0]})") from exc
     return LoadedModel(model.eval(), cfg, file_sha256(p)[:12], str(p), True)
+
+
+@torch.inference_mode()
+def smoke_test(loaded: LoadedModel, device: torch.device, height: int = 0, width: int = 0) -> None:
+    """Run depth, pose and feature networks once on a grey frame of (height, width) (0 = the
+    model's own size); raise CheckpointError naming the source if any output is not finite.
+
+    A file can load cleanly and still hold NaN weights (a diverged training run); this is the
+    last gate before such a model would replace a working one.
+    """
+    h = int(height or loaded.cfg.model.height)
+    w = int(width or loaded.cfg.model.width)
+    x = torch.full((1, 3, h, w), 0.5, device=device)
+    depth = loaded.model.depth(x)
+    if not torch.isfinite(depth).all() or not (depth > 0).all():
+        raise CheckpointError(f"{loaded.source}: the depth network gives non-finite or non-positive depth")
+    if not torch.isfinite(loaded.model.relative_pose(x, x, -1)).all():
+        raise CheckpointError(f"{loaded.source}: the pose network gives a non-finite pose")
+    for features, confidence in loaded.model.feature_net(x):
+        if not (torch.isfinite(features).all() and torch.isfinite(confidence).all()):
+            raise CheckpointError(f"{loaded.source}: the feature network gives non-finite features")
+
+
+def load_checked_model(path: str | Path | None, device: torch.device, height: int = 0,
+                       width: int = 0) -> LoadedModel:
+    """load_model followed by smoke_test: what a running node may swap in."""
+    loaded = load_model(path, device)
+    smoke_test(loaded, device, height, width)
+    return loaded
 
 
 def rgb_to_tensor(rgb: np.ndarray, height: int, width: int, device: torch.device) -> torch.Tensor:
@@ -78,7 +138,8 @@ class DepthPredictor:
         self.height = int(height or loaded.cfg.model.height)
         self.width = int(width or loaded.cfg.model.width)
         if self.height % 32 or self.width % 32:
-            raise InputError(f"network input size {self.width}x{self.height} must be a multiple of 32 in both directions")
+            raise InputError(f"network input size {self.width}x{self.height} must be a multiple of 32 "
+                             "in both directions")
 
     @torch.inference_mode()
     def __call__(self, rgb: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
@@ -104,8 +165,11 @@ class OdometryStep:
 
     pose: (4,4) camera-to-odom of the current frame (translation in output units).
     relative: (4,4) T_current->previous used for this step (output units).
-    covariance: (6,6) twist covariance (translation first), relative units; large when lost.
-    tracking: "ok", "posenet_fallback" (refinement failed, PoseNet motion used), or "init".
+    covariance: (6,6) twist covariance (translation first, output units); LOST_VARIANCE * I
+        when the step's motion is not trusted.
+    tracking: "init" (first frame after a reset), "ok" (refined), "posenet" (refinement off),
+        "posenet_fallback" (refinement failed, PoseNet motion used), or "lost" (no usable motion:
+        the pose is held).
     cost, valid_fraction: last refinement level's statistics (NaN without refinement).
     """
 
@@ -117,21 +181,32 @@ class OdometryStep:
     valid_fraction: float
 
 
+ON_FAILURE = ("posenet", "hold")
+
+
 class OdometryEstimator:
     """Frame-to-frame visual odometry: PoseNet, then (optionally) the feature-metric LM
     refinement against the previous frame using the current frame's depth.
 
     Depth is not computed here: the caller passes the depth it already computed for the frame,
     so depth, point cloud and odometry share one depth pass.
+
+    on_failure: what a failed refinement (solver failure, or fewer valid points than
+    min_valid_fraction) does: "posenet" keeps PoseNet's motion, "hold" keeps the previous pose
+    (tracking "lost"). Either way the step's covariance is LOST_VARIANCE * I and lost_count grows;
+    the next frame is matched against this one again, so tracking recovers by itself.
     """
 
     LOST_VARIANCE = 1e3
 
     def __init__(self, loaded: LoadedModel, device: torch.device, refine: bool = True,
-                 min_valid_fraction: float = 0.2):
+                 min_valid_fraction: float = 0.2, on_failure: str = "posenet"):
+        if on_failure not in ON_FAILURE:
+            raise InputError(f"on_failure '{on_failure}' is not one of {', '.join(ON_FAILURE)}")
         self.model, self.device = loaded.model, device
         self.refine = refine
         self.min_valid_fraction = min_valid_fraction
+        self.on_failure = on_failure
         self.reset()
 
     def reset(self, pose: np.ndarray | None = None) -> None:
@@ -140,6 +215,11 @@ class OdometryEstimator:
         self.pose = np.eye(4) if pose is None else np.asarray(pose, dtype=np.float64).copy()
         self.lost_count = 0
         self.steps = 0
+
+    def restart_reference(self) -> None:
+        """Forget the previous frame but keep pose and counters: the next frame is an "init"
+        that continues from the current pose (e.g. after the camera's image size changed)."""
+        self._prev = None
 
     @torch.inference_mode()
     def step(self, x: torch.Tensor, depth: np.ndarray, K: np.ndarray, scale: float = 1.0) -> OdometryStep:
@@ -164,6 +244,8 @@ class OdometryEstimator:
         cost = valid = float("nan")
         cov = np.eye(6) * self.LOST_VARIANCE
         if self.refine:
+            if prev_feats is None:  # refinement was switched on since the previous frame
+                prev_feats = self.model.feature_net(prev_x)
             d = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)).to(self.device)[None, None]
             Kt = torch.from_numpy(K.astype(np.float32)).to(self.device)[None]
             result = self.model.refine(d, Kt, T0, feats, prev_feats)
@@ -173,15 +255,20 @@ class OdometryEstimator:
                 T = result.pose.to(T0.dtype)
                 cov = result.covariance()[0].double().cpu().numpy() * max(cost, 1e-12)
             else:
-                tracking = "posenet_fallback"
-                self.lost_count += 1
+                tracking = "posenet_fallback" if self.on_failure == "posenet" else "lost"
         else:
             tracking = "posenet"
             cov = np.eye(6) * 1e-2
         rel = T[0].double().cpu().numpy()
-        if not np.isfinite(rel).all():
+        if tracking == "lost" or not np.isfinite(rel).all():
             rel, tracking = np.eye(4), "lost"
+            cov = np.eye(6) * self.LOST_VARIANCE
+        if tracking in ("lost", "posenet_fallback"):
             self.lost_count += 1
+        # Networks and solver run in float32: project the rotation back onto SO(3) so that
+        # thousands of composed steps stay a rigid transform.
+        u, _, vt = np.linalg.svd(rel[:3, :3])
+        rel[:3, :3] = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
         rel[:3, 3] *= scale
         S = np.diag([scale] * 3 + [1.0] * 3)
         cov = S @ cov @ S

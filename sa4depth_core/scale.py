@@ -113,6 +113,11 @@ class ScaleEstimator:
             return float(np.median(self._history))
         return 1.0
 
+    @property
+    def ready(self) -> bool:
+        """False while camera_height mode still waits for its first ground-plane fit (scale 1)."""
+        return self.mode != "camera_height" or bool(self._history)
+
     def update(self, depth: np.ndarray, K: np.ndarray) -> float:
         """Feed one network depth map (H,W) with its intrinsics; returns the scale to apply."""
         if self.mode == "camera_height":
@@ -127,7 +132,7 @@ class ScaleEstimator:
         if self.mode == "fixed":
             return f"fixed x{self.factor:g}"
         if self.mode == "camera_height":
-            state = "fitted" if self._history else "waiting for a ground-plane fit"
+            state = "fitted" if self.ready else "waiting for a ground-plane fit"
             return f"camera_height {self.camera_height:g} m ({state}, scale {self.scale:.4g})"
         return "relative (network units, not metres)"
 

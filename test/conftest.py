@@ -33,6 +33,24 @@ def ros_domain():
 
     Subprocesses started with a copy of os.environ inherit it.
     """
+    with _reserved_domain() as domain:
+        yield domain
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A tiny synthetic KITTI-odometry tree (sequences 00 and 01, 64x128) with exact depth and poses."""
+    from sa4depth_core.data.synth import generate_sequence
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_sequence(root, "00", num_frames=14, height=64, width=128, seed=0)
+    generate_sequence(root, "01", num_frames=8, height=64, width=128, seed=1)
+    return root
+
+
+@contextlib.contextmanager
+def _reserved_domain():
+    """Reserve a domain id and export it as ROS_DOMAIN_ID for as long as the block runs."""
     try:
         from domain_coordinator import domain_id as reserve
     except ImportError:
@@ -49,12 +67,8 @@ def ros_domain():
                 os.environ["ROS_DOMAIN_ID"] = old
 
 
-@pytest.fixture(scope="session")
-def synth_root(tmp_path_factory):
-    """A tiny synthetic KITTI-odometry tree (sequences 00 and 01, 64x128) with exact depth and poses."""
-    from sa4depth_core.data.synth import generate_sequence
-
-    root = tmp_path_factory.mktemp("synth")
-    generate_sequence(root, "00", num_frames=14, height=64, width=128, seed=0)
-    generate_sequence(root, "01", num_frames=8, height=64, width=128, seed=1)
-    return root
+@pytest.fixture(scope="module")
+def ros_domain_module():
+    """ros_domain for module-scoped fixtures, e.g. one node process shared by a module's tests."""
+    with _reserved_domain() as domain:
+        yield domain

@@ -1,0 +1,199 @@
+"""Latency, throughput and memory of perception_node against the bare core pipeline.
+
+For each network size (default 96x320 and 192x640), in one run:
+1. core: PerceptionPipeline.process on the same frames in this process (depth + scale + refined
+   odometry), per-frame wall time;
+2. ROS closed loop: one frame at a time through a perception_node process (publish image +
+   CameraInfo, wait for its depth): end-to-end latency, throughput and overhead over the core;
+3. ROS open loop: --frames frames published at --rate-factor x the closed-loop frame rate, so
+   the node must drop frames; its output rate, dropped count and resident memory (RSS) at the start,
+   middle and end, which must stay flat.
+
+    python benchmarks/node_latency.py                       # 300 frames per size
+    python benchmarks/node_latency.py --frames 10000        # the long memory run
+
+Prints markdown tables. The network is untrained unless --checkpoint is given (speed is the same).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sa4depth_core.data.kitti_odometry import KittiOdometrySequence  # noqa: E402
+from sa4depth_core.data.synth import generate_sequence  # noqa: E402
+from sa4depth_core.infer import load_model  # noqa: E402
+from sa4depth_core.pipeline import PerceptionPipeline, PipelineOptions  # noqa: E402
+from sa4depth_ros.frame_client import FrameClient  # noqa: E402
+from sa4depth_ros.ros_env import ensure_loopback_dds  # noqa: E402
+
+OUTPUTS = ("depth", "depth/camera_info", "odom", "path")  # what a typical consumer subscribes to
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _frames(size: tuple[int, int], tmp: Path, count: int = 8):
+    h, w = size
+    generate_sequence(tmp, "00", num_frames=count, height=h, width=w, seed=0)
+    seq = KittiOdometrySequence(tmp, "00")
+    return [seq.image(i) for i in range(len(seq))], seq.intrinsics()
+
+
+def core_times(images, K, size, args, frames: int) -> list:
+    """Per-frame milliseconds of the bare pipeline (after --warmup frames).
+
+    It runs in a worker thread, as in the node: with a busy CPU, torch's intra-op threads
+    started from the main thread showed multi-second stalls here that a worker thread did not.
+    """
+    torch.set_num_threads(args.threads)
+    pipe = PerceptionPipeline(load_model(args.checkpoint or None, "cpu"), torch.device("cpu"),
+                              PipelineOptions(height=size[0], width=size[1]))
+    times = []
+
+    def work():
+        for i in range(args.warmup + frames):
+            t0 = time.perf_counter()
+            pipe.process(images[i % len(images)], K, 0.1 * i)
+            if i >= args.warmup:
+                times.append(1e3 * (time.perf_counter() - t0))
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    return times
+
+
+def _summary(times_ms: list) -> dict:
+    return {"p50": float(np.median(times_ms)), "p95": float(np.percentile(times_ms, 95)),
+            "fps": 1e3 / float(np.mean(times_ms))}
+
+
+def start_node(size, args, domain: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "sa4depth_ros.perception_node", "--ros-args",
+           "--params-file", str(REPO / "config" / "sa4depth.yaml"),
+           "-p", f"input_height:={size[0]}", "-p", f"input_width:={size[1]}", "-p", f"threads:={args.threads}",
+           "-p", f"checkpoint:={args.checkpoint or repr('')}", "-p", "diagnostics_period:=1.0"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def closed_loop(client: FrameClient, proc, images, K, args, t0: float) -> dict:
+    """One frame in flight at a time: end-to-end latency from publish to depth arrival. A frame
+    whose depth does not come back within 10 s (best-effort input: DDS may drop it) is counted
+    as lost and excluded from the timing."""
+    latencies, lost, busy = [], 0, 0.0
+    for i in range(args.latency_frames):
+        sent = time.monotonic()
+        stamp = client.send(images[i % len(images)], K, t0 + 0.1 * i)
+        if client.with_stamp("depth", stamp, 10.0) is None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"perception_node exited with {proc.returncode}")
+            lost += 1
+            continue
+        arrived = next(t for t, m in client.arrivals("depth") if m.header.stamp == stamp)
+        latencies.append(1e3 * (arrived - sent))
+        busy += arrived - sent
+    return {**_summary(latencies), "fps": len(latencies) / busy, "lost": lost}
+
+
+def open_loop(client: FrameClient, proc, images, K, rate: float, args, t0: float) -> dict:
+    """--frames frames at `rate` Hz; RSS of the node at start, middle and end."""
+    client.clear()
+    rss = {"start": _rss_mb(proc.pid)}
+    period, start = 1.0 / rate, time.monotonic()
+    for i in range(args.frames):
+        target = start + i * period
+        time.sleep(max(0.0, target - time.monotonic()))
+        client.send(images[i % len(images)], K, t0 + i * period)
+        if i == args.frames // 2:
+            rss["middle"] = _rss_mb(proc.pid)
+    sent_for = time.monotonic() - start
+    time.sleep(2.0)  # let the frame in progress finish
+    rss["end"] = _rss_mb(proc.pid)
+    received = client.count("depth")
+    diag = client.diagnostics(timeout=5.0, after=time.monotonic())
+    return {"in_hz": args.frames / sent_for, "out_hz": received / sent_for, "received": received,
+            "dropped": diag.get("dropped_frames", "?") if diag else "?", "rss": rss}
+
+
+def measure(size, args, domain: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        images, K = _frames(size, Path(tmp))
+    # Half the core frames before and half after the node's run, so that a change in machine load
+    # during the run affects both sides alike.
+    core = core_times(images, K, size, args, args.latency_frames // 2)
+    result = {"size": f"{size[0]}x{size[1]}"}
+    proc = start_node(size, args, domain)
+    client = FrameClient(domain, topics=OUTPUTS, tf=False, keep=20)
+    try:
+        if not client.wait_connected(timeout=60, outputs=OUTPUTS) or client.warm_up(images[0], K) is None:
+            raise RuntimeError("perception_node did not come up")
+        for i in range(args.warmup):
+            client.with_stamp("depth", client.send(images[i % len(images)], K, 1000.0 + 0.1 * i), 60.0)
+        result["ros"] = closed_loop(client, proc, images, K, args, t0=2000.0)
+        # above what the node just managed with one frame in flight, so it has to drop frames
+        rate = args.rate_factor * result["ros"]["fps"]
+        result["open"] = open_loop(client, proc, images, K, rate, args, t0=5000.0)
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    result["core"] = _summary(core + core_times(images, K, size, args, args.latency_frames - args.latency_frames // 2))
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=300, help="open-loop frames per size (memory run)")
+    p.add_argument("--latency-frames", type=int, default=50, help="closed-loop and core frames per size")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--sizes", default="96x320,192x640", help="network sizes HxW, comma separated")
+    # One thread: on a CPU shared with other processes, torch's OpenMP threads (default active
+    # waiting) stalled for seconds at a time here, which buries the overhead being measured.
+    p.add_argument("--threads", type=int, default=1, help="torch threads of node and core alike")
+    p.add_argument("--rate-factor", type=float, default=2.0, help="open-loop input rate / core frame rate")
+    p.add_argument("--checkpoint", default="")
+    p.add_argument("--domain-id", type=int, default=1 + os.getpid() % 100)
+    args = p.parse_args(argv)
+    ensure_loopback_dds(args.domain_id)
+    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
+    results = [measure(size, args, args.domain_id) for size in sizes]
+
+    print(f"\n### perception_node vs core pipeline ({args.threads} threads, {torch.get_num_threads()} "
+          f"torch threads here, {args.latency_frames} frames, one in flight)\n")
+    print("| size (HxW) | core p50 ms | core p95 ms | core fps | ROS p50 ms | ROS p95 ms | ROS fps | overhead p50 "
+          "| lost |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        c, ros = r["core"], r["ros"]
+        print(f"| {r['size']} | {c['p50']:.1f} | {c['p95']:.1f} | {c['fps']:.1f} | {ros['p50']:.1f} | "
+              f"{ros['p95']:.1f} | {ros['fps']:.1f} | {100 * (ros['p50'] / c['p50'] - 1):+.0f} % | {ros['lost']} |")
+    print(f"\n### Open loop: {args.frames} frames at {args.rate_factor:g}x the node's closed-loop frame rate\n")
+    print("| size (HxW) | input Hz | output Hz | depth received | dropped (node) "
+          "| RSS start MB | RSS middle MB | RSS end MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        o = r["open"]
+        print(f"| {r['size']} | {o['in_hz']:.1f} | {o['out_hz']:.1f} | {o['received']} | {o['dropped']} | "
+              f"{o['rss']['start']:.0f} | {o['rss'].get('middle', float('nan')):.0f} | {o['rss']['end']:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

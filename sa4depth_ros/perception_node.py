@@ -1,0 +1,448 @@
+"""perception_node: depth, point cloud and visual odometry from one camera, one depth pass per frame.
+
+Scheduling: subscription callbacks only put the newest (image, CameraInfo) pair into a one-slot
+mailbox (an unprocessed older pair is dropped and counted); a worker thread takes it, runs
+`sa4depth_core.pipeline.PerceptionPipeline` and publishes. Services and parameter changes run in
+their own callback groups under a MultiThreadedExecutor and touch the pipeline only between frames.
+The topics, parameters and services are listed in docs/ros_interface.md.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import traceback
+from collections import deque
+
+import cv2
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry, Path
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+from transforms3d.quaternions import mat2quat
+
+from sa4depth_core.errors import InputError
+from sa4depth_core.infer import load_checked_model, select_device
+from sa4depth_core.pipeline import PerceptionPipeline, pose_from_xyz_rpy
+
+from . import params
+from .camera_info import K_to_camera_info, camera_info_to_K, scaled_camera_info
+from .cloud import depth_to_cloud_msg
+from .diagnostics import ERROR, WARN, LatencyWindow, RateMeter, make_array, make_status, worst_level
+from .image_codec import array_to_msg, colorize_depth, depth_to_msg, image_to_rgb
+from .qos import qos_from_string
+from .ros_env import ensure_loopback_dds
+from .sync import make_image_info_sync
+from .tf_out import TransformPublisher, pose_to_transform_stamped
+
+NODE_NAME = "perception_node"
+FALLBACK_FRAME = "camera_optical_frame"
+# Output topics (relative: they follow the node's namespace and remappings).
+TOPICS = {"depth": Image, "depth/camera_info": CameraInfo, "depth/color": Image, "points": PointCloud2,
+          "odom": Odometry, "path": Path}
+SERVICES = ("~/reset", "~/save_trajectory", "~/reload_model")
+LOG_THROTTLE_S = 5.0
+
+
+class LatestFrame:
+    """One-slot mailbox between callbacks and the worker: `put` never waits and replaces an item
+    the worker has not taken yet (drop-oldest, counted in `dropped`)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify()
+
+    def take(self, timeout: float):
+        """The newest item, or None after `timeout` seconds or once closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+def _stamp_seconds(stamp) -> float:
+    return int(stamp.sec) + int(stamp.nanosec) * 1e-9
+
+
+def _pose_fields(msg_pose, T: np.ndarray) -> None:
+    """Fill a geometry_msgs/Pose from a (4,4) transform."""
+    w, x, y, z = mat2quat(T[:3, :3])
+    msg_pose.position.x, msg_pose.position.y, msg_pose.position.z = (float(v) for v in T[:3, 3])
+    msg_pose.orientation.x, msg_pose.orientation.y = float(x), float(y)
+    msg_pose.orientation.z, msg_pose.orientation.w = float(z), float(w)
+
+
+class PerceptionNode(Node):
+    """See the module docstring. Raises InputError at construction for unusable parameters or a
+    checkpoint that does not load; a missing checkpoint gives an untrained model and a warning."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self.settings = params.declare(self)
+        s = self.settings
+        self.device, device_note = select_device(s.device)
+        if device_note:
+            self.get_logger().warning(device_note)
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        loaded = load_checked_model(s.checkpoint or None, self.device, s.input_height, s.input_width)
+        self._announce_model(loaded)
+        self.pipeline = PerceptionPipeline(loaded, self.device, s.pipeline_options())
+        self._pipeline_lock = threading.Lock()
+        self._applied = s  # settings the pipeline was last configured with (worker thread only)
+
+        self._slot = LatestFrame()
+        self._in_rate, self._out_rate = RateMeter(), RateMeter()
+        self._latency, self._core_ms = LatencyWindow(), LatencyWindow()
+        self._rejected = 0
+        self._errors = 0
+        self._last_problem = ""  # last rejected frame or worker error, shown in diagnostics
+        self._last_problem_time = -1e9
+        self._waiting_note = ""
+        self._last = {"tracking": "none", "lost_count": 0, "lost_streak": 0, "scale": s.scale_mode,
+                      "scale_ready": True, "input_size": "none"}
+        self._path: deque = deque(maxlen=s.path_max_size)
+        self._static_sent = None
+        self._warned_frame = False
+        self._started = time.monotonic()
+        self._last_pair = -1e9
+        self._unpaired_seen = 0
+
+        out_image_qos = qos_from_string(s.qos_output, depth=2)
+        out_qos = qos_from_string(s.qos_output, depth=10)
+        self._pubs = {
+            name: self.create_publisher(kind, name, out_image_qos if kind in (Image, PointCloud2) else out_qos)
+            for name, kind in TOPICS.items() if name != "points" or s.publish_points}
+        self._tf = TransformPublisher(self)
+
+        inputs = ReentrantCallbackGroup()
+        control = MutuallyExclusiveCallbackGroup()
+        self._sync = make_image_info_sync(
+            self, "image", None if s.intrinsics_given else "camera_info", self._on_frame,
+            qos_from_string(s.qos_image), slop=s.sync_slop, callback_group=inputs)
+        # Loading a model takes seconds: its own group keeps reset/save and diagnostics responsive.
+        handlers = {"~/reset": (self._srv_reset, control), "~/save_trajectory": (self._srv_save, control),
+                    "~/reload_model": (self._srv_reload, MutuallyExclusiveCallbackGroup())}
+        for name in SERVICES:
+            handler, group = handlers[name]
+            self.create_service(Trigger, name, handler, callback_group=group)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(s.diagnostics_period, self._publish_diagnostics, callback_group=control)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="sa4depth-perception", daemon=True)
+        self._worker.start()
+        mode = "intrinsics parameter" if s.intrinsics_given else f"CameraInfo ({self._sync.backend} sync)"
+        self.get_logger().info(
+            f"ready: network {self.pipeline.network_size[1]}x{self.pipeline.network_size[0]} on {self.device}, "
+            f"model {loaded.model_id}, scale {self.pipeline.describe_scale()}, intrinsics from {mode}, "
+            f"TF via {self._tf.backend}")
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop the worker (the frame in progress finishes first)."""
+        self._stop.set()
+        self._slot.close()
+        self._worker.join(timeout=30.0)
+
+    def _announce_model(self, loaded) -> None:
+        self._model = {"model_id": loaded.model_id, "model_source": loaded.source, "trained": loaded.trained}
+        if not loaded.trained:
+            self.get_logger().warning(
+                "no checkpoint given: running RANDOMLY INITIALISED networks, depth and odometry are meaningless; "
+                "set the 'checkpoint' parameter to a trained model")
+
+    # -- input ----------------------------------------------------------------------------------
+    def _on_frame(self, image, info) -> None:
+        self._last_pair = time.monotonic()
+        self._in_rate.tick()
+        self._slot.put((image, info, time.monotonic()))
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            frame = self._slot.take(timeout=0.2)
+            if frame is None:
+                continue
+            try:
+                self._process(*frame)
+            except InputError as exc:
+                self._report(f"frame rejected: {exc}", rejected=True)
+            except Exception as exc:  # noqa: BLE001 - a bad frame must not end the node
+                self._report(f"frame failed: {type(exc).__name__}: {exc}", rejected=False)
+                self.get_logger().debug(traceback.format_exc())
+
+    def _report(self, text: str, rejected: bool) -> None:
+        if rejected:
+            self._rejected += 1
+            self.get_logger().warning(text, throttle_duration_sec=LOG_THROTTLE_S)
+        else:
+            self._errors += 1
+            self.get_logger().error(text, throttle_duration_sec=LOG_THROTTLE_S)
+        self._last_problem, self._last_problem_time = text, time.monotonic()
+
+    def _intrinsics(self, image, info, rgb_shape) -> np.ndarray:
+        """(3,3) K of the input image, checked against the image size."""
+        if info is None:
+            return self.settings.K()
+        if (int(info.width), int(info.height)) != (rgb_shape[1], rgb_shape[0]):
+            raise InputError(f"CameraInfo is for {info.width}x{info.height} but the image is "
+                             f"{rgb_shape[1]}x{rgb_shape[0]} (topic pairing or a camera size change?)")
+        return camera_info_to_K(info)
+
+    def _header(self, image) -> Header:
+        frame = self.settings.camera_frame or image.header.frame_id
+        if not frame:
+            frame = FALLBACK_FRAME
+            if not self._warned_frame:
+                self.get_logger().warning(f"input images have an empty frame_id: using '{FALLBACK_FRAME}' "
+                                          "(set the camera_frame parameter)")
+                self._warned_frame = True
+        return Header(stamp=image.header.stamp, frame_id=frame)
+
+    def _apply_settings(self) -> None:
+        """Bring the pipeline up to the latest accepted parameters (worker thread, under the lock)."""
+        s = self.settings
+        if s is self._applied:
+            return
+        if s.threads and s.threads != self._applied.threads:
+            torch.set_num_threads(s.threads)
+        self.pipeline.configure(s.pipeline_options())
+        if s.path_max_size != self._applied.path_max_size:
+            self._path = deque(self._path, maxlen=s.path_max_size)
+        self._applied = s
+
+    def _process(self, image, info, received: float) -> None:
+        rgb = image_to_rgb(image)
+        K = self._intrinsics(image, info, rgb.shape)
+        header = self._header(image)
+        # Publishing under the lock keeps a reset or model swap from landing between a frame's
+        # computation and its path/TF messages.
+        with self._pipeline_lock:
+            self._apply_settings()
+            result = self.pipeline.process(rgb, K, _stamp_seconds(header.stamp))
+            self._publish(result, rgb, info, header, self._applied)
+            scale_text, scale_ready = self.pipeline.describe_scale(), self.pipeline.scale.ready
+        self._out_rate.tick()
+        self._latency.add(1e3 * (time.monotonic() - received))
+        self._core_ms.add(result.ms_depth + result.ms_odometry)
+        odo = result.odometry
+        self._last = {"tracking": odo.tracking if odo else "off", "lost_count": odo.lost_count if odo else 0,
+                      "lost_streak": odo.lost_streak if odo else 0, "scale": scale_text,
+                      "scale_ready": scale_ready, "input_size": f"{rgb.shape[1]}x{rgb.shape[0]}"}
+
+    def _publish(self, result, rgb, info, header: Header, s) -> None:
+        h, w = result.depth.shape
+        self._pubs["depth"].publish(depth_to_msg(result.depth, header))
+        if info is not None:
+            out_info = scaled_camera_info(info, w, h)
+            out_info.header = header
+        else:
+            out_info = K_to_camera_info(result.K, w, h, header)
+        self._pubs["depth/camera_info"].publish(out_info)
+        if self._pubs["depth/color"].get_subscription_count():
+            self._pubs["depth/color"].publish(array_to_msg(colorize_depth(result.depth), header, "bgr8"))
+        points = self._pubs.get("points")
+        if points is not None and points.get_subscription_count():
+            small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            points.publish(depth_to_cloud_msg(result.depth, result.K, header, s.points_stride, rgb=small))
+        if result.odometry is not None:
+            self._publish_odometry(result.odometry, header, s)
+
+    def _publish_odometry(self, odo, header: Header, s) -> None:
+        msg = Odometry()
+        msg.header = Header(stamp=header.stamp, frame_id=s.odom_frame)
+        msg.child_frame_id = s.base_frame
+        _pose_fields(msg.pose.pose, odo.pose)
+        msg.pose.covariance = odo.pose_covariance.reshape(36).tolist()
+        msg.twist.twist.linear.x, msg.twist.twist.linear.y, msg.twist.twist.linear.z = (float(v) for v in odo.twist[:3])
+        msg.twist.twist.angular.x, msg.twist.twist.angular.y, msg.twist.twist.angular.z = (
+            float(v) for v in odo.twist[3:])
+        msg.twist.covariance = odo.twist_covariance.reshape(36).tolist()
+        self._pubs["odom"].publish(msg)
+
+        pose = PoseStamped(header=msg.header)
+        pose.pose = msg.pose.pose
+        self._path.append(pose)
+        self._pubs["path"].publish(Path(header=msg.header, poses=list(self._path)))
+
+        if s.publish_tf:
+            self._tf.send(pose_to_transform_stamped(odo.pose, s.odom_frame, s.base_frame, header.stamp))
+        if s.publish_camera_tf:
+            key = (s.base_frame, header.frame_id)
+            if key != self._static_sent:
+                self._tf.send_static(pose_to_transform_stamped(
+                    pose_from_xyz_rpy(s.base_to_camera), s.base_frame, header.frame_id, header.stamp))
+                self._static_sent = key
+
+    # -- parameters -----------------------------------------------------------------------------
+    def _on_set_parameters(self, changed) -> SetParametersResult:
+        try:
+            values = {p.name: params.check_value(p.name, p.value) for p in changed}
+            new = self.settings.updated(values)
+        except InputError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.settings = new  # the worker applies it before its next frame
+        return SetParametersResult(successful=True)
+
+    # -- services -------------------------------------------------------------------------------
+    def _srv_reset(self, request, response):
+        with self._pipeline_lock:
+            self.pipeline.reset()
+            self._path.clear()
+        response.success, response.message = True, "trajectory restarted at the identity"
+        self.get_logger().info(response.message)
+        return response
+
+    def _srv_save(self, request, response):
+        stem = "trajectory_" + time.strftime("%Y%m%d-%H%M%S")
+        try:
+            with self._pipeline_lock:
+                count = len(self.pipeline.trajectory()[0])
+                kitti, tum = self.pipeline.save_trajectory(self.settings.trajectory_dir, stem)
+        except (InputError, OSError) as exc:
+            response.success, response.message = False, f"trajectory not saved: {exc}"
+        else:
+            response.success, response.message = True, f"saved {count} camera poses to {kitti} and {tum}"
+        self.get_logger().info(response.message)
+        return response
+
+    def _srv_reload(self, request, response):
+        s = self.settings
+        try:
+            loaded = load_checked_model(s.checkpoint or None, self.device, s.input_height, s.input_width)
+        except InputError as exc:
+            response.success = False
+            response.message = f"kept model {self._model['model_id']}: {exc}"
+            self.get_logger().error(response.message)
+            return response
+        with self._pipeline_lock:
+            self.pipeline.set_model(loaded)
+            self._announce_model(loaded)
+        response.success, response.message = True, f"now running model {loaded.model_id} from {loaded.source}"
+        self.get_logger().info(response.message)
+        return response
+
+    # -- diagnostics ----------------------------------------------------------------------------
+    def _check_inputs(self) -> str:
+        """Why no frames are paired, when the graph or the synchroniser can tell; '' otherwise."""
+        now = time.monotonic()
+        unpaired = self._sync.dropped
+        grew = unpaired is not None and unpaired > self._unpaired_seen
+        self._unpaired_seen = unpaired or 0
+        if self._sync.backend == "image_only" or now - max(self._last_pair, self._started) < 3.0:
+            return ""
+        topics = [sub.topic_name for sub in self._sync.subscriptions]
+        image_pubs, info_pubs = (self.count_publishers(t) for t in topics)
+        if image_pubs and not info_pubs:
+            return (f"nothing publishes {topics[1]} for the images on {topics[0]}: publish CameraInfo or set the "
+                    "'intrinsics' parameter (fx, fy, cx, cy); waiting")
+        if grew:
+            return (f"images on {topics[0]} do not pair with CameraInfo on {topics[1]} within sync_slop "
+                    f"{self.settings.sync_slop} s: do their stamps match?")
+        return ""
+
+    def _publish_diagnostics(self) -> None:
+        s = self.settings
+        problems = []
+        if not self._model["trained"]:
+            problems.append((WARN, "untrained model: depth and odometry are meaningless"))
+        note = self._check_inputs()
+        if note and note != self._waiting_note:
+            self.get_logger().warning(note)
+        self._waiting_note = note
+        if note:
+            problems.append((WARN, note))
+        if time.monotonic() - self._last_problem_time < max(2 * s.diagnostics_period, 2.0):
+            problems.append((WARN, self._last_problem))
+        if self._last["tracking"] in ("lost", "posenet_fallback"):
+            problems.append((ERROR if self._last["lost_streak"] >= 10 else WARN,
+                             f"odometry {self._last['tracking']} for {self._last['lost_streak']} frame(s)"))
+        if not self._last["scale_ready"]:
+            problems.append((WARN, "camera_height scale: no ground plane fitted yet, depth is in network units"))
+        unpaired = self._sync.dropped
+        values = {
+            **self._model,
+            "device": str(self.device),
+            "scale_mode": s.scale_mode,
+            "scale": self._last["scale"],
+            "input_rate_hz": self._in_rate.rate(),
+            "output_rate_hz": self._out_rate.rate(),
+            "latency_ms_p50": self._latency.percentile(50),
+            "latency_ms_p95": self._latency.percentile(95),
+            "inference_ms_p50": self._core_ms.percentile(50),
+            "frames_received": self._in_rate.count,
+            "frames_published": self._out_rate.count,
+            "dropped_frames": self._slot.dropped,
+            "unpaired_dropped": "n/a" if unpaired is None else unpaired,
+            "rejected_frames": self._rejected,
+            "errors": self._errors,
+            "last_problem": self._last_problem or "none",
+            "input_size": self._last["input_size"],
+            "network_size": "{1}x{0}".format(*self.pipeline.network_size),
+            "odometry": "on" if s.odometry_enabled else "off",
+            "tracking": self._last["tracking"],
+            "lost_count": self._last["lost_count"],
+            "sync": self._sync.backend,
+            "tf": str(self._tf.backend),
+        }
+        level = worst_level(problems)
+        message = "; ".join(text for _, text in problems) if problems else "ok"
+        name = f"{self.get_fully_qualified_name().lstrip('/')}: perception"
+        self._diag_pub.publish(make_array(self.get_clock().now().to_msg(),
+                                          [make_status(name, str(self.device), level, message, values)]))
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(args=None) -> int:
+    """Console script `perception_node`; returns the exit status (0 on SIGINT/SIGTERM)."""
+    ensure_loopback_dds()
+    rclpy.init(args=args)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    node, status = None, 0
+    try:
+        node = PerceptionNode()
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except InputError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        status = 2
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

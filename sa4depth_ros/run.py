@@ -1,0 +1,233 @@
+"""sa4depth-run: start the graph of launch/sa4depth.launch.py (or, with --bag, of
+launch/kitti_replay.launch.py) without the `launch` package.
+
+Each node runs as a child process with `--ros-args` (node name, namespace, --params-file from the
+same YAML the launch files use, -p overrides, -r remappings). The children get DDS kept on
+loopback (ensure_loopback_dds) and a process group of their own, so a Ctrl-C reaches them once,
+forwarded by this launcher: SIGINT/SIGTERM here -> SIGINT to every child, then SIGTERM and
+SIGKILL for any that do not exit within --kill-timeout seconds.
+
+test/test_launch_config.py checks that the graphs built here match the launch files.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sa4depth_core.errors import InputError
+
+from .ros_env import ensure_loopback_dds
+
+PACKAGE = "sa4depth_ros"
+# Console scripts of setup.py that these graphs start, and the modules behind them.
+MODULES = {"perception_node": "sa4depth_ros.perception_node", "sa4depth-play": "sa4depth_ros.bag_player"}
+KITTI_IMAGE = "/kitti/camera_color_left/image_raw"
+KITTI_INFO = "/kitti/camera_color_left/camera_info"
+
+
+@dataclass
+class NodeSpec:
+    """One process of a graph, as a launch_ros Node action would describe it."""
+
+    package: str
+    executable: str
+    name: str | None = None
+    namespace: str = ""
+    arguments: list = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)  # -p overrides applied after the params file
+    remappings: list = field(default_factory=list)
+    params_file: str | None = None
+
+
+def _share_file(*parts: str) -> Path:
+    """A file of the package's share directory: the source tree's, else the installed one."""
+    source = Path(__file__).resolve().parents[1].joinpath(*parts)
+    if source.exists():
+        return source
+    return Path(sys.prefix, "share", PACKAGE, *parts)
+
+
+def default_params_file() -> Path:
+    return _share_file("config", "sa4depth.yaml")
+
+
+def default_rviz_config() -> Path:
+    return _share_file("config", "sa4depth.rviz")
+
+
+def _parameter_override(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected name:=value, got '{text}'")
+    return name, value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sa4depth-run",
+        description="Run the sa4depth_ros nodes the way `ros2 launch sa4depth_ros sa4depth.launch.py` "
+                    "(or, with --bag, kitti_replay.launch.py) does, on machines without `launch`.")
+    p.add_argument("--params-file", default=str(default_params_file()), help="node parameters YAML")
+    p.add_argument("--checkpoint", default="", help="model checkpoint (empty: untrained, with a warning)")
+    p.add_argument("--image-topic", default=None,
+                   help=f"image topic (default: image, or {KITTI_IMAGE} with --bag)")
+    p.add_argument("--camera-info-topic", default=None,
+                   help=f"CameraInfo topic (default: camera_info, or {KITTI_INFO} with --bag)")
+    p.add_argument("--namespace", default="", help="namespace of the perception node")
+    p.add_argument("--scale-mode", default=None, choices=("relative", "fixed", "camera_height"),
+                   help="default: relative, or camera_height with --bag")
+    p.add_argument("--camera-height", default="1.65", help="metres, for scale mode camera_height with --bag")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--bag", default="", help="play this bag with sa4depth-play (the kitti_replay graph)")
+    p.add_argument("--rate", default="1.0", help="bag playback rate")
+    p.add_argument("--loop", action="store_true", help="loop the bag")
+    p.add_argument("--rviz", action="store_true", help="also start rviz2 with --rviz-config")
+    p.add_argument("--rviz-config", default=str(default_rviz_config()))
+    p.add_argument("-p", "--param", dest="params", action="append", default=[], type=_parameter_override,
+                   metavar="NAME:=VALUE", help="extra perception_node parameter (repeatable)")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for all nodes")
+    p.add_argument("--kill-timeout", type=float, default=15.0, help="seconds from SIGINT to SIGTERM")
+    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    return p
+
+
+def build_graph(args: argparse.Namespace) -> list[NodeSpec]:
+    """The processes of sa4depth.launch.py, or of kitti_replay.launch.py when args.bag is set."""
+    replay = bool(args.bag)
+    overrides = {
+        "checkpoint": args.checkpoint,
+        "scale_mode": args.scale_mode or ("camera_height" if replay else "relative"),
+        "device": args.device,
+    }
+    if replay:
+        overrides.update(camera_height=args.camera_height, use_sim_time="true")
+    overrides.update(dict(args.params))
+    perception = NodeSpec(
+        PACKAGE, "perception_node", name="perception_node", namespace=args.namespace,
+        parameters=overrides, params_file=args.params_file,
+        remappings=[("image", args.image_topic or (KITTI_IMAGE if replay else "image")),
+                    ("camera_info", args.camera_info_topic or (KITTI_INFO if replay else "camera_info"))])
+    graph = [perception]
+    if replay:
+        player_args = [args.bag, "--rate", str(args.rate), "--clock"] + (["--loop"] if args.loop else [])
+        graph.insert(0, NodeSpec(PACKAGE, "sa4depth-play", arguments=player_args))
+    if args.rviz:
+        graph.append(NodeSpec("rviz2", "rviz2", name="rviz2", arguments=["-d", args.rviz_config],
+                              parameters={"use_sim_time": "true"} if replay else {},
+                              remappings=[("/image", perception.remappings[0][1])]))
+    return graph
+
+
+def _quote_value(value: str) -> str:
+    # an empty value must be spelled '' on the command line (rcl rejects "name:=")
+    return value if value != "" else "''"
+
+
+def command(spec: NodeSpec) -> list[str]:
+    """argv of one node: `python -m module` for this package's scripts, the executable otherwise."""
+    if spec.package == PACKAGE:
+        argv = [sys.executable, "-m", MODULES[spec.executable]]
+    else:
+        found = shutil.which(spec.executable)
+        if found is None:
+            raise InputError(f"'{spec.executable}' (package {spec.package}) is not on PATH; source a ROS 2 "
+                             "installation that has it, or leave it out (e.g. no --rviz)")
+        argv = [found]
+    argv += list(spec.arguments)
+    ros = []
+    if spec.name:
+        ros += ["-r", f"__node:={spec.name}"]
+    if spec.namespace.strip("/"):
+        ros += ["-r", f"__ns:=/{spec.namespace.strip('/')}"]
+    if spec.params_file:
+        ros += ["--params-file", spec.params_file]
+    for name, value in spec.parameters.items():
+        ros += ["-p", f"{name}:={_quote_value(str(value))}"]
+    for source, target in spec.remappings:
+        ros += ["-r", f"{source}:={target}"]
+    return argv + (["--ros-args"] + ros if ros else [])
+
+
+class Launcher:
+    """Runs commands as child processes and stops them together."""
+
+    def __init__(self, commands: list[list[str]], kill_timeout: float = 15.0):
+        self.commands = commands
+        self.kill_timeout = kill_timeout
+        self.procs: list[subprocess.Popen] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        for argv in self.commands:
+            # A group of its own: a terminal Ctrl-C reaches the child once, through stop().
+            self.procs.append(subprocess.Popen(argv, env=env, start_new_session=True))
+
+    def stop(self, *_signal_args) -> None:
+        """SIGINT every running child; wait() escalates if needed."""
+        self._stopping = True
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+
+    def wait(self) -> int:
+        """Until every child exited: 0, or the first non-zero exit status. A child failing while
+        the graph runs stops the others (like a launch file's required node)."""
+        status = 0
+        deadline = None
+        while any(proc.poll() is None for proc in self.procs):
+            for proc, argv in zip(self.procs, self.commands):
+                code = proc.poll()
+                if code not in (None, 0) and not self._stopping:
+                    print(f"sa4depth-run: {' '.join(argv[:3])} exited with {code}; stopping the others",
+                          file=sys.stderr)
+                    status = status or code
+                    self.stop()
+            if self._stopping and deadline is None:
+                deadline = time.monotonic() + self.kill_timeout
+            if deadline is not None and time.monotonic() > deadline:
+                for proc in self.procs:
+                    if proc.poll() is None:
+                        proc.terminate()
+                deadline = time.monotonic() + self.kill_timeout / 3
+                for proc in self.procs:
+                    try:
+                        proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+            time.sleep(0.1)
+        for proc in self.procs:
+            status = status or proc.returncode
+        return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        ensure_loopback_dds(args.domain_id)
+        commands = [command(spec) for spec in build_graph(args)]
+    except InputError as exc:
+        print(f"sa4depth-run: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for argv in commands:
+            print(" ".join(argv))
+        return 0
+    launcher = Launcher(commands, args.kill_timeout)
+    signal.signal(signal.SIGINT, launcher.stop)
+    signal.signal(signal.SIGTERM, launcher.stop)
+    launcher.start()
+    return launcher.wait()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

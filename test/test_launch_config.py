@@ -1,0 +1,275 @@
+"""Launch files, YAML, RViz config and sa4depth-run agree with each other and with the node.
+
+`launch` cannot be installed here, so the launch files are read with `ast`: every Node they start
+must be a console script of setup.py (or rviz2), every parameter they or the YAML set must be one
+the node declares, with a valid value, and sa4depth-run must build the same graphs. The last tests
+start the graph with sa4depth-run and talk to it over loopback DDS.
+"""
+import ast
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sa4depth_ros import params, run
+from sa4depth_ros.perception_node import NODE_NAME, TOPICS
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = {name: REPO / "launch" / name for name in ("sa4depth.launch.py", "kitti_replay.launch.py")}
+EXTERNAL = {("rviz2", "rviz2")}  # (package, executable) from other ROS packages
+# launch arguments whose sa4depth-run option has another name
+OPTION_NAMES = {"use_rviz": "rviz"}
+
+
+def _console_scripts() -> dict:
+    tree = ast.parse((REPO / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "entry_points":
+            scripts = ast.literal_eval(node.value)["console_scripts"]
+            return dict(line.replace(" ", "").split("=") for line in scripts)
+    raise AssertionError("setup.py has no entry_points")
+
+
+def _value(node):
+    """A literal, ('arg', name) for LaunchConfiguration(name) (also inside ParameterValue), or None."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Call):
+        func = getattr(node.func, "id", None)
+        if func == "LaunchConfiguration":
+            return ("arg", node.args[0].value)
+        if func == "ParameterValue":
+            return _value(node.args[0])
+    return None
+
+
+def _launch_model(path: Path):
+    """({argument: default literal or None}, [node dicts]) of a launch file."""
+    tree = ast.parse(path.read_text())
+    lists = {t.id: n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+             for t in n.targets if isinstance(t, ast.Name)}
+    arguments, nodes, used = {}, [], set()
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        func = getattr(call.func, "id", None)
+        kw = {k.arg: k.value for k in call.keywords}
+        if func == "LaunchConfiguration":
+            used.add(call.args[0].value)
+        elif func == "DeclareLaunchArgument":
+            arguments[call.args[0].value] = _value(kw["default_value"]) if "default_value" in kw else None
+        elif func == "Node":
+            args = kw.get("arguments")
+            if isinstance(args, ast.Name):
+                args = lists[args.id]
+            if isinstance(args, ast.BinOp):  # player_arguments + ["--loop"]
+                args = ast.List(elts=lists[args.left.id].elts + args.right.elts)
+            overrides = {}
+            for item in getattr(kw.get("parameters"), "elts", []):
+                if isinstance(item, ast.Dict):
+                    overrides.update({k.value: _value(v) for k, v in zip(item.keys, item.values)})
+            nodes.append({
+                "package": kw["package"].value, "executable": kw["executable"].value,
+                "name": kw["name"].value if "name" in kw else None,
+                "arguments": [_value(a) for a in getattr(args, "elts", [])],
+                "overrides": overrides,
+                "remappings": [tuple(_value(e) for e in t.elts) for t in getattr(kw.get("remappings"), "elts", [])],
+                "condition": ast.unparse(kw["condition"]) if "condition" in kw else None,
+            })
+    assert used <= set(arguments), f"{path.name}: undeclared launch arguments {used - set(arguments)}"
+    return arguments, nodes
+
+
+def _yaml_parameters() -> dict:
+    data = yaml.safe_load((REPO / "config" / "sa4depth.yaml").read_text())
+    assert list(data) == [f"/**/{NODE_NAME}"]
+    flat = {}
+
+    def walk(prefix, tree):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(prefix + key + ".", value)
+            else:
+                flat[prefix + key] = value
+    walk("", data[f"/**/{NODE_NAME}"]["ros__parameters"])
+    return flat
+
+
+def test_settings_cover_every_parameter_spec():
+    from dataclasses import fields
+    assert {f.name for f in fields(params.Settings)} == {params.field_name(s.name) for s in params.SPECS}
+
+
+def test_yaml_sets_every_declared_parameter_to_its_default():
+    values = _yaml_parameters()
+    assert set(values) == set(params.BY_NAME), "YAML and declared parameters differ"
+    for name, value in values.items():
+        checked = params.check_value(name, value)
+        default = params.BY_NAME[name].default
+        assert checked == pytest.approx(default) if isinstance(default, (float, list)) else checked == default, name
+    params.Settings.from_values(values)
+
+
+def test_interface_doc_names_every_parameter_topic_and_service():
+    from sa4depth_ros.perception_node import SERVICES
+
+    doc = (REPO / "docs" / "ros_interface.md").read_text()
+    for name in [s.name for s in params.SPECS] + list(TOPICS) + list(SERVICES):
+        assert f"`{name}`" in doc, name
+
+
+@pytest.mark.parametrize("launch_file", sorted(LAUNCH))
+def test_launch_nodes_exist_and_set_declared_parameters(launch_file):
+    scripts = _console_scripts()
+    arguments, nodes = _launch_model(LAUNCH[launch_file])
+    yaml_values = _yaml_parameters()
+    for node in nodes:
+        key = (node["package"], node["executable"])
+        if node["package"] == run.PACKAGE:
+            assert node["executable"] in scripts, f"{key} is not a console script in setup.py"
+            assert scripts[node["executable"]].split(":")[0] == run.MODULES[node["executable"]]
+        else:
+            assert key in EXTERNAL, key
+        if node["executable"] == "perception_node":
+            assert node["name"] == NODE_NAME  # the YAML is keyed by this name
+            assert set(node["overrides"]) <= set(params.BY_NAME) | {"use_sim_time"}
+            assert [r[0] for r in node["remappings"]] == ["image", "camera_info"]
+            for name, value in node["overrides"].items():
+                literal = arguments[value[1]] if isinstance(value, tuple) else value
+                if name in params.BY_NAME:
+                    params.check_value(name, type(params.BY_NAME[name].default)(literal))
+                    if launch_file == "sa4depth.launch.py":  # launching with no arguments = the YAML
+                        assert literal == yaml_values[name], name
+    for option in (OPTION_NAMES.get(a, a) for a in arguments):
+        assert any(action.dest == option for action in run.parser()._actions), f"sa4depth-run lacks --{option}"
+
+
+def _graph_from_run(argv):
+    graph = run.build_graph(run.parser().parse_args(argv))
+    return [{"package": s.package, "executable": s.executable, "name": s.name, "arguments": s.arguments,
+             "overrides": s.parameters, "remappings": s.remappings} for s in graph]
+
+
+def _resolve(value, arguments, given):
+    """A launch value with its LaunchConfiguration replaced by the argument's value."""
+    if isinstance(value, tuple):
+        return given.get(value[1], arguments[value[1]])
+    return value
+
+
+@pytest.mark.parametrize("launch_file, argv, given", [
+    ("sa4depth.launch.py", ["--rviz"], {"use_rviz": "true"}),
+    ("kitti_replay.launch.py", ["--bag", "/data/bag"], {"bag": "/data/bag", "use_rviz": "false"}),
+    ("kitti_replay.launch.py", ["--bag", "/data/bag", "--loop", "--rviz"], {"bag": "/data/bag", "loop": "true"}),
+])
+def test_sa4depth_run_builds_the_launch_graph(launch_file, argv, given):
+    arguments, nodes = _launch_model(LAUNCH[launch_file])
+    expected = []
+    for node in nodes:
+        cond = node["condition"]
+        if cond:
+            flag = given.get(cond.split("'")[1], arguments[cond.split("'")[1]]) == "true"
+            if flag != cond.startswith("IfCondition"):
+                continue
+        expected.append({
+            "package": node["package"], "executable": node["executable"], "name": node["name"],
+            "arguments": [_resolve(a, arguments, given) for a in node["arguments"]],
+            "overrides": {k: str(_resolve(v, arguments, given)).lower() if isinstance(v, bool)
+                          else _resolve(v, arguments, given) for k, v in node["overrides"].items()},
+            "remappings": [tuple(_resolve(x, arguments, given) for x in r) for r in node["remappings"]],
+        })
+    got = _graph_from_run(argv)
+    for g in got:  # the launch file passes the params file as a separate list entry
+        if g["arguments"] and g["arguments"][0] == "-d":
+            g["arguments"][1] = arguments["rviz_config"]
+    key = lambda n: (n["package"], n["executable"])  # noqa: E731
+    assert sorted(got, key=key) == sorted(expected, key=key)
+
+
+def test_rviz_config_shows_the_node_outputs_in_the_odom_frame():
+    config = yaml.safe_load((REPO / "config" / "sa4depth.rviz").read_text())["Visualization Manager"]
+    assert config["Global Options"]["Fixed Frame"] == params.BY_NAME["odom_frame"].default
+    shown = {d["Class"].split("/")[1]: [] for d in config["Displays"]}
+    for d in config["Displays"]:
+        if "Topic" in d:
+            shown[d["Class"].split("/")[1]].append(d["Topic"]["Value"])
+    assert sorted(shown["Image"]) == ["/depth/color", "/image"]
+    assert shown["PointCloud2"] == ["/points"] and shown["Odometry"] == ["/odom"] and shown["Path"] == ["/path"]
+    assert {"TF", "Grid"} <= set(shown)
+    assert {t.lstrip("/") for ts in shown.values() for t in ts} <= set(TOPICS) | {"image"}
+
+
+def test_dry_run_prints_ros_args():
+    out = subprocess.run([sys.executable, "-m", "sa4depth_ros.run", "--dry-run", "--namespace", "cam",
+                          "--checkpoint", "", "-p", "points_stride:=2"],
+                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.count("\n") == 1
+    assert ("-r __node:=perception_node -r __ns:=/cam --params-file" in out and "-p checkpoint:=''" in out
+            and "-p points_stride:=2" in out and "-r image:=image" in out)
+
+
+def _start_run(domain, *extra):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "sa4depth_ros.run", "--domain-id", str(domain),
+           "-p", "input_width:=128", "-p", "input_height:=64", "-p", "threads:=1", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_sa4depth_run_stops_when_the_node_cannot_start(ros_domain):
+    proc = _start_run(ros_domain, "-p", "scale_mode:=metric")
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, output
+    assert "scale_mode" in output and "metric" in output
+
+
+def test_sa4depth_run_graph_with_intrinsics_namespace_and_remap(ros_domain, synth_root):
+    from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
+    from sa4depth_ros.frame_client import FrameClient
+
+    seq = KittiOdometrySequence(synth_root, "01")
+    K = seq.intrinsics()
+    intrinsics = f"[{K[0, 0]}, {K[1, 1]}, {K[0, 2]}, {K[1, 2]}]"
+    proc = _start_run(ros_domain, "--namespace", "cam", "--image-topic", "rgb", "-p", f"intrinsics:={intrinsics}")
+    client = FrameClient(ros_domain, namespace="cam", image_topic="rgb", topics=("depth", "depth/camera_info"))
+    try:
+        assert client.wait_connected(timeout=40, info=False, outputs=("depth", "depth/camera_info"))
+        seconds = client.warm_up(seq.image(0), None, timeout=60)
+        assert seconds is not None, "no depth through sa4depth-run"
+        info = client.with_stamp("depth/camera_info", client.messages("depth")[-1].header.stamp, 10)
+        np.testing.assert_allclose(np.reshape(info.k, (3, 3)), K)
+        assert client.declared_parameters() >= set(params.BY_NAME) | {"use_sim_time"}
+        diag = client.diagnostics(timeout=10, predicate=lambda d: d["sync"] == "image_only")
+        assert diag is not None and diag["model_id"] == "untrained"
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert time.monotonic() - started < 30 and "Traceback" not in output
+
+
+def test_sa4depth_run_replays_a_kitti_bag(ros_domain, synth_root, tmp_path):
+    from sa4depth_core.data.kitti2bag import convert
+    from sa4depth_ros.frame_client import FrameClient
+
+    bag = tmp_path / "bag"
+    convert(synth_root / "sequences" / "01", bag)
+    proc = _start_run(ros_domain, "--bag", str(bag), "--loop", "--rate", "2")
+    client = FrameClient(ros_domain, topics=("depth", "odom"))
+    try:
+        depth = client.wait_for(lambda: client.messages("depth"), timeout=60)
+        assert depth, "no depth from the replayed bag"
+        assert depth[0].header.frame_id == "camera_color_left" and (depth[0].height, depth[0].width) == (64, 128)
+        odom = client.wait_for(lambda: client.messages("odom"), timeout=20)
+        assert odom and odom[0].header.frame_id == "odom"
+        assert odom[0].header.stamp in [d.header.stamp for d in client.messages("depth")]
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
