@@ -452,9 +452,16 @@ def test_background_trainer_trains_evaluates_and_pauses(tmp_path, seq):
             time.sleep(0.05)
         assert learner.step >= 4 and outcomes and outcomes[0].action in ("deployed", "kept")
         trainer.pause()
-        time.sleep(1.5)  # a step in progress finishes
+        # A step in progress may still finish (slowly on a loaded machine); after that the step
+        # count must stay put over a window longer than a step.
+        deadline = time.monotonic() + 30
         paused_at = learner.step
-        time.sleep(1.0)
+        while time.monotonic() < deadline:
+            time.sleep(2.0)
+            if learner.step == paused_at:
+                break
+            paused_at = learner.step
+        time.sleep(2.0)
         assert learner.step == paused_at and trainer.state == "paused"
     finally:
         trainer.stop()
