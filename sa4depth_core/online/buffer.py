@@ -70,7 +70,7 @@ class TripletBuffer:
         while len(self._items) > self.capacity:
             old_uid, _, old_persisted = self._items.popleft()
             if old_persisted:
-                (self.directory / self._name(old_uid)).unlink(missing_ok=True)
+                _remove(self.directory / self._name(old_uid))
         self.version += 1
         return problem
 
@@ -86,7 +86,7 @@ class TripletBuffer:
         listed = set(names)
         for path in self.directory.glob("*.npz"):
             if path.name not in listed:
-                path.unlink(missing_ok=True)
+                _remove(path)
         for name in names[-self.capacity:]:
             try:
                 with np.load(self.directory / name) as data:
@@ -101,6 +101,13 @@ class TripletBuffer:
     @staticmethod
     def _name(uid: int) -> str:
         return f"{uid:08d}.npz"
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # read-only: the file stays, unlisted, and is removed by a later restore
 
 
 def _encode(triplet: Triplet) -> bytes:

@@ -102,7 +102,10 @@ class CheckpointStore:
             killed_write = path.name.startswith(".step_") and path.name.endswith(".tmp")
             unlisted = _CHECKPOINT_NAME.match(path.name) and path.name not in listed
             if killed_write or unlisted:
-                path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass  # a read-only directory keeps its leftovers; the manifest ignores them
 
     # -- writing --------------------------------------------------------------------------------
     def write(self, *, config: dict, model: dict, step: int, kind: str, parent: str,
