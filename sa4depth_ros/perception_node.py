@@ -8,7 +8,6 @@ The topics, parameters and services are listed in docs/ros_interface.md.
 """
 from __future__ import annotations
 
-import signal
 import threading
 import time
 import traceback
@@ -16,14 +15,12 @@ from collections import deque
 
 import cv2
 import numpy as np
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
@@ -40,7 +37,7 @@ from .cloud import depth_to_cloud_msg
 from .diagnostics import ERROR, WARN, LatencyWindow, RateMeter, make_array, make_status, worst_level
 from .image_codec import array_to_msg, colorize_depth, depth_to_msg, image_to_rgb
 from .qos import qos_from_string
-from .ros_env import ensure_loopback_dds
+from .node_main import run_node
 from .sync import make_image_info_sync
 from .tf_out import TransformPublisher, pose_to_transform_stamped
 
@@ -416,32 +413,9 @@ class PerceptionNode(Node):
                                           [make_status(name, str(self.device), level, message, values)]))
 
 
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(args=None) -> int:
     """Console script `perception_node`; returns the exit status (0 on SIGINT/SIGTERM)."""
-    ensure_loopback_dds()
-    rclpy.init(args=args)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    node, status = None, 0
-    try:
-        node = PerceptionNode()
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except InputError as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
-        status = 2
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return status
+    return run_node(PerceptionNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":

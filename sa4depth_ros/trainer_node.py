@@ -16,18 +16,15 @@ sa4depth_core.online; parameters are listed in config/trainer.yaml.
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 from dataclasses import fields
 
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rcl_interfaces.srv import SetParameters
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -51,7 +48,7 @@ from .camera_info import camera_info_to_K
 from .diagnostics import ERROR, OK, WARN, make_array, make_status, worst_level
 from .image_codec import image_to_rgb
 from .qos import QOS_NAMES, qos_from_string
-from .ros_env import ensure_loopback_dds
+from .node_main import run_node
 from .sync import make_image_info_sync
 
 NODE_NAME = "trainer_node"
@@ -376,32 +373,9 @@ class TrainerNode(Node):
             (self.get_logger().info if ok else self.get_logger().error)(message)
 
 
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(args=None) -> int:
     """Console script `trainer_node`; returns the exit status (0 on SIGINT/SIGTERM)."""
-    ensure_loopback_dds()
-    rclpy.init(args=args)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    node, status = None, 0
-    try:
-        node = TrainerNode()
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except InputError as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
-        status = 2
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return status
+    return run_node(TrainerNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,40 @@
+"""The shared `main` of the project's nodes: loopback DDS, SIGTERM as Ctrl-C, a multi-threaded
+executor, exit status 2 with one reason when the node cannot start."""
+from __future__ import annotations
+
+import signal
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+from sa4depth_core.errors import InputError
+
+from .ros_env import ensure_loopback_dds
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_node(make_node, node_name: str, args=None) -> int:
+    """Build the node with `make_node()` and spin it; returns the exit status (0 on SIGINT/SIGTERM)."""
+    ensure_loopback_dds()
+    rclpy.init(args=args)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    node, status = None, 0
+    try:
+        node = make_node()
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except InputError as exc:
+        rclpy.logging.get_logger(node_name).fatal(f"cannot start: {exc}")
+        status = 2
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return status
