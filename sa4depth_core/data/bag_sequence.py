@@ -31,7 +31,7 @@ from sa4depth_core.data.image_msg import (
     compressed_to_rgb,
     image_to_rgb,
 )
-from sa4depth_core.data.sequence import FrameSequence
+from sa4depth_core.data.sequence import FixedCameraSequence, FrameSequence
 from sa4depth_core.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -312,7 +312,7 @@ def _pinhole_K(values, where: str) -> np.ndarray:
     return K
 
 
-class BagImageSequence(FrameSequence):
+class BagImageSequence(FixedCameraSequence):
     """One image topic of a ROS 2 bag as a FrameSequence.
 
     Args:
@@ -381,6 +381,7 @@ class BagImageSequence(FrameSequence):
         keep = np.concatenate([[True], np.diff(stamps[order]) > 0])
         self.dropped_duplicates = int(np.count_nonzero(~keep))
         self._bag_ns, self.stamps_ns = bag_ns[order[keep]], stamps[order[keep]]
+        self._times = self.stamps_ns / 1e9
 
     def _load_intrinsics(self, reader, topics: dict, info_topic: str | None, intrinsics) -> np.ndarray:
         h, w = self._hw
@@ -468,16 +469,6 @@ class BagImageSequence(FrameSequence):
         except UnsupportedImage as exc:
             raise UnsupportedImage(f"{self.bag} {self.topic} frame {i}: {exc}") from None
 
-    def __len__(self) -> int:
-        return len(self.stamps_ns)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self._hw
-
-    def intrinsics(self) -> np.ndarray:
-        return self._K.copy()
-
     def image(self, i: int) -> np.ndarray:
         self._check_index(i)
         if i in self._cache:
@@ -492,10 +483,6 @@ class BagImageSequence(FrameSequence):
             if len(self._cache) > self._cache_frames:
                 self._cache.popitem(last=False)
         return rgb.copy() if self._cache_frames else rgb
-
-    def timestamp(self, i: int) -> float:
-        self._check_index(i)
-        return float(self.stamps_ns[i]) / 1e9
 
     def pose(self, i: int) -> np.ndarray | None:
         self._check_index(i)

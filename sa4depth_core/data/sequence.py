@@ -78,20 +78,19 @@ class FrameSequence(abc.ABC):
             raise IndexError(f"{self.name}: frame {i} out of range 0..{len(self) - 1}")
 
 
-class ImageFileSequence(FrameSequence):
-    """A FrameSequence whose frames are image files with known timestamps.
+class FixedCameraSequence(FrameSequence):
+    """A FrameSequence of one fixed-size camera whose frame count and times are known up front.
 
-    Subclasses fill `_files` (list of paths), `_hw` (native (H, W)), `_times` ((N,) seconds)
-    and `_K` ((3,3) native intrinsics) in their constructor.
+    Subclasses fill `_hw` (native (H, W)), `_K` ((3,3) native intrinsics) and `_times` ((N,)
+    capture times in seconds) in their constructor and implement `image`.
     """
 
-    _files: list
     _hw: tuple
-    _times: np.ndarray
     _K: np.ndarray
+    _times: np.ndarray
 
     def __len__(self) -> int:
-        return len(self._files)
+        return len(self._times)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -100,13 +99,20 @@ class ImageFileSequence(FrameSequence):
     def intrinsics(self) -> np.ndarray:
         return self._K.copy()
 
-    def image(self, i: int) -> np.ndarray:
-        self._check_index(i)
-        return read_rgb(self._files[i], self._hw)
-
     def timestamp(self, i: int) -> float:
         self._check_index(i)
         return float(self._times[i])
+
+
+class ImageFileSequence(FixedCameraSequence):
+    """A FixedCameraSequence whose frames are image files: subclasses also fill `_files` (one path
+    per timestamp)."""
+
+    _files: list
+
+    def image(self, i: int) -> np.ndarray:
+        self._check_index(i)
+        return read_rgb(self._files[i], self._hw)
 
 
 def natural_key(name: str) -> list:
