@@ -24,6 +24,7 @@ def main() -> None:
     p.add_argument("--train-frames", type=int, default=400)
     p.add_argument("--test-frames", type=int, default=80)
     p.add_argument("--batch", type=int, default=6)
+    p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--refine", action="store_true", help="train with SA4Depth refinement (default: baseline)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -35,7 +36,7 @@ def main() -> None:
     gen_s = time.time() - t0
     overrides = [f"model.height={h}", f"model.width={w}", f"train.batch_size={args.batch}", "train.epochs=1000",
                  f"train.max_minutes={args.minutes if not args.steps else 0}", f"train.max_steps={args.steps}",
-                 "train.val_every=1000000", "train.save_every=1000000", "train.lr=2e-4", f"train.seed={args.seed}",
+                 "train.val_every=1000000", "train.save_every=1000000", f"train.lr={args.lr}", f"train.seed={args.seed}",
                  f"refine.enabled={args.refine}"]
     cfg = load_config(None, overrides)
     untrained = evaluate(SA4DepthModel(cfg), cfg, [test_seq])
@@ -45,7 +46,7 @@ def main() -> None:
     trained = evaluate(trainer, cfg, [test_seq])
     rows = [("untrained", untrained), (f"trained {trainer.step} steps", trained)]
     print(f"\n## train_synthetic ({machine()})")
-    print(f"size {h}x{w}, batch {args.batch}, refinement {'on' if args.refine else 'off'}, "
+    print(f"size {h}x{w}, batch {args.batch}, lr {args.lr:g}, refinement {'on' if args.refine else 'off'}, "
           f"{trainer.step} steps in {train_s / 60:.1f} min ({train_s / max(trainer.step, 1):.2f} s/step), "
           f"data generation {gen_s:.0f} s\n")
     print("| model | AbsRel | d1 | AbsRel (one scale) |")
