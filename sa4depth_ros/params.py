@@ -124,6 +124,8 @@ SPECS = (
               read_only=True),
     ParamSpec("points_stride", 4, "keep every n-th row and column in points", check=_at_least(1)),
     ParamSpec("path_max_size", 1024, "poses kept in path", check=_at_least(1)),
+    ParamSpec("path_period", 0.5, "seconds of image time between path messages, 0 = every frame (each "
+              "message carries the whole path: about 6 ms of serialisation per 1000 poses)", check=_non_negative),
     ParamSpec("intrinsics", [0.0, 0.0, 0.0, 0.0], "fx, fy, cx, cy of the input image in pixels; all 0 = pair "
               "images with camera_info instead", read_only=True, check=_intrinsics),
     ParamSpec("sync_slop", 0.02, "largest image/CameraInfo stamp difference that pairs (s)", read_only=True,
@@ -203,6 +205,7 @@ class Settings:
     publish_points: bool
     points_stride: int
     path_max_size: int
+    path_period: float
     intrinsics: tuple
     sync_slop: float
     qos_image: str

@@ -122,6 +122,7 @@ class PerceptionNode(Node):
         self._last = {"tracking": "none", "lost_count": 0, "lost_streak": 0, "scale": s.scale_mode,
                       "scale_ready": True, "input_size": "none"}
         self._path: deque = deque(maxlen=s.path_max_size)
+        self._path_stamp: float | None = None  # image time of the last path message
         self._static_sent = None
         self._warned_frame = False
         self._started = time.monotonic()
@@ -284,7 +285,12 @@ class PerceptionNode(Node):
         pose = PoseStamped(header=msg.header)
         pose.pose = msg.pose.pose
         self._path.append(pose)
-        self._pubs["path"].publish(Path(header=msg.header, poses=list(self._path)))
+        stamp = _stamp_seconds(header.stamp)
+        # a stamp that went backwards (bag loop, reset) publishes at once
+        due = self._path_stamp is None or not 0.0 <= stamp - self._path_stamp < s.path_period
+        if due and self._pubs["path"].get_subscription_count():
+            self._pubs["path"].publish(Path(header=msg.header, poses=list(self._path)))
+            self._path_stamp = stamp
 
         if s.publish_tf:
             self._tf.send(pose_to_transform_stamped(odo.pose, s.odom_frame, s.base_frame, header.stamp))
@@ -310,6 +316,7 @@ class PerceptionNode(Node):
         with self._pipeline_lock:
             self.pipeline.reset()
             self._path.clear()
+            self._path_stamp = None
         response.success, response.message = True, "trajectory restarted at the identity"
         self.get_logger().info(response.message)
         return response

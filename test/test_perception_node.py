@@ -108,18 +108,25 @@ def test_depth_camera_info_colour_and_points(node):
 
 
 def test_odometry_path_and_tf(node):
-    assert node.client.trigger("reset")[0]
-    stamps = [node.frame()[0] for _ in range(3)]
     c = node.client
+    assert c.set_parameters(path_period=0.25) == [(True, "")]
+    assert node.client.trigger("reset")[0]
+    try:
+        stamps = [node.frame()[0] for _ in range(4)]  # 0.1 s apart
+    finally:
+        assert c.set_parameters(path_period=0.5) == [(True, "")]
     odoms = [c.with_stamp("odom", s, TIMEOUT) for s in stamps]
     assert all(o.header.frame_id == "odom" and o.child_frame_id == "base_link" for o in odoms)
     first = odoms[0].pose.pose
     assert (first.position.x, first.position.y, first.position.z, first.orientation.w) == (0, 0, 0, 1)
     cov = np.reshape(odoms[-1].pose.covariance, (6, 6))
     assert np.all(np.isfinite(cov)) and np.all(np.diag(cov) > 0) and np.allclose(cov, cov.T)
+    # path: the first frame after the reset, then the first 0.25 s of image time later
     path = c.with_stamp("path", stamps[-1], TIMEOUT)
-    assert len(path.poses) == 3 and path.header.frame_id == "odom"
+    assert len(path.poses) == 4 and path.header.frame_id == "odom"
     assert path.poses[-1].pose == odoms[-1].pose.pose
+    sent = [m.header.stamp for m in c.messages("path")]
+    assert stamps[0] in sent and stamps[1] not in sent and stamps[2] not in sent
 
     def tf_at(stamp):
         for msg in c.messages("/tf"):
