@@ -1,9 +1,11 @@
-"""Perception node (depth, point cloud, visual odometry) on a live camera, optionally with RViz.
+"""Perception node (depth, point cloud, visual odometry) on a live camera, optionally with the
+online-learning trainer node and RViz.
 
     ros2 launch sa4depth_ros sa4depth.launch.py image_topic:=/camera/image_raw \
-        camera_info_topic:=/camera/camera_info checkpoint:=/path/to/model.pt
+        camera_info_topic:=/camera/camera_info checkpoint:=/path/to/model.pt [online_learning:=true]
 
-Parameters come from config/sa4depth.yaml; the arguments below override a few of them.
+Parameters come from config/sa4depth.yaml (and config/trainer.yaml for the trainer); the
+arguments below override a few of them. kitti_replay.launch.py includes this file.
 `sa4depth-run` starts the same graph without the launch package (see sa4depth_ros/run.py).
 """
 from launch import LaunchDescription
@@ -25,13 +27,24 @@ def generate_launch_description():
         DeclareLaunchArgument("image_topic", default_value="image", description="input sensor_msgs/Image"),
         DeclareLaunchArgument("camera_info_topic", default_value="camera_info",
                               description="input sensor_msgs/CameraInfo"),
-        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of the nodes and their topics"),
         DeclareLaunchArgument("scale_mode", default_value="relative", description="relative | fixed | camera_height"),
+        DeclareLaunchArgument("camera_height", default_value="1.65",
+                              description="metres above the road, for scale_mode camera_height"),
         DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda | cuda:N"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="run on /clock (bag replay)"),
+        DeclareLaunchArgument("online_learning", default_value="false",
+                              description="also start trainer_node, which fine-tunes on the stream and "
+                                          "hands better models to the perception node"),
+        DeclareLaunchArgument("trainer_params_file",
+                              default_value=PathJoinSubstitution([share, "config", "trainer.yaml"]),
+                              description="trainer_node parameters"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="start RViz"),
         DeclareLaunchArgument("rviz_config", default_value=PathJoinSubstitution([share, "config", "sa4depth.rviz"]),
                               description="RViz configuration"),
     ]
+    inputs = [("image", LaunchConfiguration("image_topic")), ("camera_info", LaunchConfiguration("camera_info_topic"))]
+    use_sim_time = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
     perception = Node(
         package="sa4depth_ros",
         executable="perception_node",
@@ -43,20 +56,37 @@ def generate_launch_description():
             {
                 "checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
                 "scale_mode": ParameterValue(LaunchConfiguration("scale_mode"), value_type=str),
+                "camera_height": ParameterValue(LaunchConfiguration("camera_height"), value_type=float),
                 "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
+                "use_sim_time": use_sim_time,
             },
         ],
-        remappings=[
-            ("image", LaunchConfiguration("image_topic")),
-            ("camera_info", LaunchConfiguration("camera_info_topic")),
+        remappings=inputs,
+    )
+    trainer = Node(
+        package="sa4depth_ros",
+        executable="trainer_node",
+        name="trainer_node",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        parameters=[
+            LaunchConfiguration("trainer_params_file"),
+            {
+                "init_checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
+                "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
+                "use_sim_time": use_sim_time,
+            },
         ],
+        remappings=inputs,
+        condition=IfCondition(LaunchConfiguration("online_learning")),
     )
     rviz = Node(
         package="rviz2",
         executable="rviz2",
         name="rviz2",
         arguments=["-d", LaunchConfiguration("rviz_config")],
+        parameters=[{"use_sim_time": use_sim_time}],
         remappings=[("/image", LaunchConfiguration("image_topic"))],
         condition=IfCondition(LaunchConfiguration("use_rviz")),
     )
-    return LaunchDescription(arguments + [perception, rviz])
+    return LaunchDescription(arguments + [perception, trainer, rviz])

@@ -27,7 +27,8 @@ from .ros_env import ensure_loopback_dds
 
 PACKAGE = "sa4depth_ros"
 # Console scripts of setup.py that these graphs start, and the modules behind them.
-MODULES = {"perception_node": "sa4depth_ros.perception_node", "sa4depth-play": "sa4depth_ros.bag_player"}
+MODULES = {"perception_node": "sa4depth_ros.perception_node", "trainer_node": "sa4depth_ros.trainer_node",
+           "sa4depth-play": "sa4depth_ros.bag_player"}
 KITTI_IMAGE = "/kitti/camera_color_left/image_raw"
 KITTI_INFO = "/kitti/camera_color_left/camera_info"
 
@@ -58,6 +59,10 @@ def default_params_file() -> Path:
     return _share_file("config", "sa4depth.yaml")
 
 
+def default_trainer_params_file() -> Path:
+    return _share_file("config", "trainer.yaml")
+
+
 def default_rviz_config() -> Path:
     return _share_file("config", "sa4depth.rviz")
 
@@ -83,8 +88,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default="", help="namespace of the perception node")
     p.add_argument("--scale-mode", default=None, choices=("relative", "fixed", "camera_height"),
                    help="default: relative, or camera_height with --bag")
-    p.add_argument("--camera-height", default="1.65", help="metres, for scale mode camera_height with --bag")
+    p.add_argument("--camera-height", default="1.65", help="metres above the road, for scale mode camera_height")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--use-sim-time", action="store_true", help="run on /clock (always on with --bag)")
+    p.add_argument("--online-learning", action="store_true",
+                   help="also start trainer_node (fine-tunes on the stream, hands better models to the perception node)")
+    p.add_argument("--trainer-params-file", default=str(default_trainer_params_file()),
+                   help="trainer_node parameters YAML")
     p.add_argument("--bag", default="", help="play this bag with sa4depth-play (the kitti_replay graph)")
     p.add_argument("--rate", default="1.0", help="bag playback rate")
     p.add_argument("--loop", action="store_true", help="loop the bag")
@@ -92,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rviz-config", default=str(default_rviz_config()))
     p.add_argument("-p", "--param", dest="params", action="append", default=[], type=_parameter_override,
                    metavar="NAME:=VALUE", help="extra perception_node parameter (repeatable)")
+    p.add_argument("-t", "--trainer-param", dest="trainer_params", action="append", default=[],
+                   type=_parameter_override, metavar="NAME:=VALUE",
+                   help="extra trainer_node parameter (repeatable, with --online-learning)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for all nodes")
     p.add_argument("--kill-timeout", type=float, default=15.0, help="seconds from SIGINT to SIGTERM")
     p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
@@ -101,27 +114,30 @@ def parser() -> argparse.ArgumentParser:
 def build_graph(args: argparse.Namespace) -> list[NodeSpec]:
     """The processes of sa4depth.launch.py, or of kitti_replay.launch.py when args.bag is set."""
     replay = bool(args.bag)
+    sim_time = "true" if replay or args.use_sim_time else "false"
+    inputs = [("image", args.image_topic or (KITTI_IMAGE if replay else "image")),
+              ("camera_info", args.camera_info_topic or (KITTI_INFO if replay else "camera_info"))]
     overrides = {
         "checkpoint": args.checkpoint,
         "scale_mode": args.scale_mode or ("camera_height" if replay else "relative"),
+        "camera_height": args.camera_height,
         "device": args.device,
+        "use_sim_time": sim_time,
     }
-    if replay:
-        overrides.update(camera_height=args.camera_height, use_sim_time="true")
     overrides.update(dict(args.params))
-    perception = NodeSpec(
-        PACKAGE, "perception_node", name="perception_node", namespace=args.namespace,
-        parameters=overrides, params_file=args.params_file,
-        remappings=[("image", args.image_topic or (KITTI_IMAGE if replay else "image")),
-                    ("camera_info", args.camera_info_topic or (KITTI_INFO if replay else "camera_info"))])
-    graph = [perception]
+    graph = [NodeSpec(PACKAGE, "perception_node", name="perception_node", namespace=args.namespace,
+                      parameters=overrides, params_file=args.params_file, remappings=inputs)]
     if replay:
         player_args = [args.bag, "--rate", str(args.rate), "--clock"] + (["--loop"] if args.loop else [])
         graph.insert(0, NodeSpec(PACKAGE, "sa4depth-play", arguments=player_args))
+    if args.online_learning:
+        trainer = {"init_checkpoint": args.checkpoint, "device": args.device, "use_sim_time": sim_time}
+        trainer.update(dict(args.trainer_params))
+        graph.append(NodeSpec(PACKAGE, "trainer_node", name="trainer_node", namespace=args.namespace,
+                              parameters=trainer, params_file=args.trainer_params_file, remappings=inputs))
     if args.rviz:
         graph.append(NodeSpec("rviz2", "rviz2", name="rviz2", arguments=["-d", args.rviz_config],
-                              parameters={"use_sim_time": "true"} if replay else {},
-                              remappings=[("/image", perception.remappings[0][1])]))
+                              parameters={"use_sim_time": sim_time}, remappings=[("/image", inputs[0][1])]))
     return graph
 
 

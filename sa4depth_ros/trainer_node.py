@@ -25,9 +25,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rcl_interfaces.srv import SetParameters
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import InvalidServiceNameException
+from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.validate_full_topic_name import validate_full_topic_name
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -67,8 +70,9 @@ NODE_PARAMS = {
     "save_on_exit": (True, "write the current weights on shutdown, so a restart resumes from them"),
     "input_width": (0, "network width for random initialisation (0 = 640); a checkpoint brings its own"),
     "input_height": (0, "network height for random initialisation (0 = 192)"),
-    "perception_node": ("/perception_node", ("node whose checkpoint parameter is set and whose reload_model "
-                                             "is called on deployment; empty = publish model_update only")),
+    "perception_node": ("perception_node", ("node whose checkpoint parameter is set and whose reload_model "
+                                            "is called on deployment (a relative name is in this node's "
+                                            "namespace); empty = publish model_update only")),
     "reload_timeout": (30.0, "seconds to wait for the perception node's parameter and reload services"),
     "bags": ("", "bag directories or .mcap/.db3 files, comma separated, to train on (offline fine-tuning)"),
     "bag_image_topic": ("", "image topic in the bags (empty = the only one)"),
@@ -126,6 +130,12 @@ def _check_node_values(v: dict) -> None:
         raise InputError(f"parameter 'intrinsics' needs fx, fy > 0 (or all 0), got {v['intrinsics']}")
     if v["qos.image"] not in QOS_NAMES:
         raise InputError(f"parameter 'qos.image' must be one of {', '.join(QOS_NAMES)}, got '{v['qos.image']}'")
+    target = v["perception_node"].strip()
+    if target:
+        try:
+            validate_full_topic_name(expand_topic_name(f"{target}/reload_model", NODE_NAME, "/"), is_service=True)
+        except (ValueError, InvalidServiceNameException) as exc:
+            raise InputError(f"parameter 'perception_node' is not a usable node name: '{target}' ({exc})") from exc
     select_device(v["device"])
 
 
@@ -293,7 +303,6 @@ class TrainerNode(Node):
     def _hand_over(self, target: str, path: str) -> tuple[bool, str]:
         """Set the perception node's checkpoint parameter, then ask it to reload."""
         timeout = self.values["reload_timeout"]
-        target = "/" + target.lstrip("/")
         request = SetParameters.Request(parameters=[Parameter("checkpoint", value=path).to_parameter_msg()])
         response = self._call(SetParameters, f"{target}/set_parameters", request, timeout)
         if response is None:

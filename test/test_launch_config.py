@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from sa4depth_ros import params, run
+from sa4depth_ros import params, run, trainer_node
 from sa4depth_ros.perception_node import NODE_NAME, TOPICS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,25 +36,45 @@ def _console_scripts() -> dict:
     raise AssertionError("setup.py has no entry_points")
 
 
-def _value(node):
-    """A literal, ('arg', name) for LaunchConfiguration(name) (also inside ParameterValue), or None."""
+def _value(node, names=None):
+    """A literal, ('arg', name) for LaunchConfiguration(name) (also inside ParameterValue or behind a
+    variable of the file, looked up in `names`), or None."""
     if isinstance(node, ast.Constant):
         return node.value
+    if isinstance(node, ast.Name) and names and node.id in names:
+        return _value(names[node.id], names)
     if isinstance(node, ast.Call):
         func = getattr(node.func, "id", None)
         if func == "LaunchConfiguration":
             return ("arg", node.args[0].value)
         if func == "ParameterValue":
-            return _value(node.args[0])
+            return _value(node.args[0], names)
     return None
 
 
+def _included(call: ast.Call, names: dict, arguments: dict):
+    """(arguments, nodes) of a launch file included by IncludeLaunchDescription `call`: the included
+    file's model with its argument defaults replaced by what the call passes. A passed value must be
+    a literal or the including file's argument of the same name (so one namespace of names serves
+    both files)."""
+    source = call.args[0]
+    path = next(n.value for n in ast.walk(source) if isinstance(n, ast.Constant) and n.value.endswith(".launch.py"))
+    inner_arguments, nodes = _launch_model(REPO / "launch" / path)
+    passed = next(k.value for k in call.keywords if k.arg == "launch_arguments").func.value  # {...}.items()
+    for key, value in zip(passed.keys, passed.values):
+        value = _value(value, names)
+        assert key.value in inner_arguments, f"{path} has no argument {key.value}"
+        assert not isinstance(value, tuple) or value[1] == key.value, f"{key.value} passed as {value}"
+        inner_arguments[key.value] = arguments[key.value] if isinstance(value, tuple) else value
+    return inner_arguments, nodes
+
+
 def _launch_model(path: Path):
-    """({argument: default literal or None}, [node dicts]) of a launch file."""
+    """({argument: default literal or None}, [node dicts]) of a launch file and the files it includes."""
     tree = ast.parse(path.read_text())
-    lists = {t.id: n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+    names = {t.id: n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
              for t in n.targets if isinstance(t, ast.Name)}
-    arguments, nodes, used = {}, [], set()
+    arguments, nodes, used, includes = {}, [], set(), []
     for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
         func = getattr(call.func, "id", None)
         kw = {k.arg: k.value for k in call.keywords}
@@ -62,25 +82,35 @@ def _launch_model(path: Path):
             used.add(call.args[0].value)
         elif func == "DeclareLaunchArgument":
             arguments[call.args[0].value] = _value(kw["default_value"]) if "default_value" in kw else None
+        elif func == "IncludeLaunchDescription":
+            includes.append(call)
         elif func == "Node":
             args = kw.get("arguments")
             if isinstance(args, ast.Name):
-                args = lists[args.id]
+                args = names[args.id]
             if isinstance(args, ast.BinOp):  # player_arguments + ["--loop"]
-                args = ast.List(elts=lists[args.left.id].elts + args.right.elts)
+                args = ast.List(elts=names[args.left.id].elts + args.right.elts)
+            remappings = kw.get("remappings")
+            if isinstance(remappings, ast.Name):
+                remappings = names[remappings.id]
             overrides = {}
             for item in getattr(kw.get("parameters"), "elts", []):
                 if isinstance(item, ast.Dict):
-                    overrides.update({k.value: _value(v) for k, v in zip(item.keys, item.values)})
+                    overrides.update({k.value: _value(v, names) for k, v in zip(item.keys, item.values)})
             nodes.append({
                 "package": kw["package"].value, "executable": kw["executable"].value,
                 "name": kw["name"].value if "name" in kw else None,
-                "arguments": [_value(a) for a in getattr(args, "elts", [])],
+                "namespace": _value(kw["namespace"], names) if "namespace" in kw else "",
+                "arguments": [_value(a, names) for a in getattr(args, "elts", [])],
                 "overrides": overrides,
-                "remappings": [tuple(_value(e) for e in t.elts) for t in getattr(kw.get("remappings"), "elts", [])],
+                "remappings": [tuple(_value(e, names) for e in t.elts) for t in getattr(remappings, "elts", [])],
                 "condition": ast.unparse(kw["condition"]) if "condition" in kw else None,
             })
     assert used <= set(arguments), f"{path.name}: undeclared launch arguments {used - set(arguments)}"
+    for call in includes:
+        inner_arguments, inner_nodes = _included(call, names, arguments)
+        arguments = {**inner_arguments, **{k: v for k, v in arguments.items() if k not in inner_arguments}}
+        nodes += inner_nodes
     return arguments, nodes
 
 
@@ -97,6 +127,11 @@ def _yaml_parameters() -> dict:
                 flat[prefix + key] = value
     walk("", data[f"/**/{NODE_NAME}"]["ros__parameters"])
     return flat
+
+
+def _trainer_yaml_parameters() -> dict:
+    data = yaml.safe_load((REPO / "config" / "trainer.yaml").read_text())
+    return data[f"/**/{trainer_node.NODE_NAME}"]["ros__parameters"]
 
 
 def test_settings_cover_every_parameter_spec():
@@ -141,16 +176,29 @@ def test_launch_nodes_exist_and_set_declared_parameters(launch_file):
             for name, value in node["overrides"].items():
                 literal = arguments[value[1]] if isinstance(value, tuple) else value
                 if name in params.BY_NAME:
-                    params.check_value(name, type(params.BY_NAME[name].default)(literal))
+                    typed = params.check_value(name, type(params.BY_NAME[name].default)(literal))
                     if launch_file == "sa4depth.launch.py":  # launching with no arguments = the YAML
-                        assert literal == yaml_values[name], name
+                        assert typed == yaml_values[name], name
+        if node["executable"] == "trainer_node":
+            trainer_yaml = _trainer_yaml_parameters()
+            assert node["name"] == trainer_node.NODE_NAME
+            assert node["condition"] == "IfCondition(LaunchConfiguration('online_learning'))"
+            assert set(node["overrides"]) <= set(trainer_yaml) | {"use_sim_time"}
+            assert node["remappings"] == [("image", ("arg", "image_topic")),
+                                          ("camera_info", ("arg", "camera_info_topic"))]
+            # the trainer starts from the perception node's model, on the same device
+            assert node["overrides"]["init_checkpoint"] == ("arg", "checkpoint")
+            assert node["overrides"]["device"] == ("arg", "device")
+            assert arguments["checkpoint"] == trainer_yaml["init_checkpoint"]
+            assert arguments["device"] == trainer_yaml["device"]
     for option in (OPTION_NAMES.get(a, a) for a in arguments):
         assert any(action.dest == option for action in run.parser()._actions), f"sa4depth-run lacks --{option}"
 
 
 def _graph_from_run(argv):
     graph = run.build_graph(run.parser().parse_args(argv))
-    return [{"package": s.package, "executable": s.executable, "name": s.name, "arguments": s.arguments,
+    return [{"package": s.package, "executable": s.executable, "name": s.name, "namespace": s.namespace,
+             "arguments": s.arguments,
              "overrides": s.parameters, "remappings": s.remappings} for s in graph]
 
 
@@ -163,6 +211,10 @@ def _resolve(value, arguments, given):
 
 @pytest.mark.parametrize("launch_file, argv, given", [
     ("sa4depth.launch.py", ["--rviz"], {"use_rviz": "true"}),
+    ("sa4depth.launch.py", ["--online-learning", "--checkpoint", "/m.pt", "--namespace", "car"],
+     {"online_learning": "true", "checkpoint": "/m.pt", "namespace": "car"}),
+    ("kitti_replay.launch.py", ["--bag", "/b", "--online-learning", "--device", "cpu"],
+     {"bag": "/b", "online_learning": "true", "device": "cpu", "use_rviz": "false"}),
     ("kitti_replay.launch.py", ["--bag", "/data/bag"], {"bag": "/data/bag", "use_rviz": "false"}),
     ("kitti_replay.launch.py", ["--bag", "/data/bag", "--loop", "--rviz"], {"bag": "/data/bag", "loop": "true"}),
 ])
@@ -177,6 +229,7 @@ def test_sa4depth_run_builds_the_launch_graph(launch_file, argv, given):
                 continue
         expected.append({
             "package": node["package"], "executable": node["executable"], "name": node["name"],
+            "namespace": _resolve(node["namespace"], arguments, given),
             "arguments": [_resolve(a, arguments, given) for a in node["arguments"]],
             "overrides": {k: str(_resolve(v, arguments, given)).lower() if isinstance(v, bool)
                           else _resolve(v, arguments, given) for k, v in node["overrides"].items()},
