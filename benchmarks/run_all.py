@@ -18,16 +18,19 @@ from pathlib import Path
 from common import machine
 
 HERE = Path(__file__).resolve().parent
-# name -> (arguments, quick arguments); full settings are the ones quoted in the README
+# name -> (script, arguments, quick arguments); full settings are the ones quoted in the README
 BENCHMARKS = {
-    "speed": ([], ["--repeats", "5"]),
-    "refine_speed": ([], []),
-    "train_synthetic": ([], ["--minutes", "1"]),
-    "ablation": ([], ["--steps", "5", "--seeds", "0", "--frames", "20"]),
-    "kitti2bag_speed": ([], ["--frames", "50"]),
-    "node_latency": ([], ["--frames", "60"]),
-    "online_adaptation": ([], ["--quick"]),
-    "demo": ([], ["--train-minutes", "0.2", "--frames", "30"]),
+    "speed": ("speed", [], ["--repeats", "5"]),
+    "refine_speed": ("refine_speed", [], []),
+    "train_synthetic": ("train_synthetic", [], ["--minutes", "1"]),
+    "train_synthetic_baseline": ("train_synthetic", ["--baseline"], ["--baseline", "--minutes", "1"]),
+    "ablation": ("ablation", [], ["--steps", "5", "--seeds", "0", "--frames", "20"]),
+    "ablation_variants": ("ablation", ["--seeds", "0", "--variants-only", "--variants", "distill", "both"],
+                          ["--steps", "5", "--seeds", "0", "--frames", "20", "--variants-only", "--variants", "distill"]),
+    "kitti2bag_speed": ("kitti2bag_speed", [], ["--frames", "50"]),
+    "node_latency": ("node_latency", [], ["--frames", "60"]),
+    "online_adaptation": ("online_adaptation", [], ["--quick"]),
+    "demo": ("demo", [], ["--train-minutes", "0.2", "--frames", "30"]),
 }
 SECTION = re.compile(r"<!-- benchmark: (\S+) -->\n(.*?)<!-- /benchmark -->\n", re.S)
 
@@ -43,11 +46,11 @@ def main() -> int:
     p.add_argument("--only", nargs="*", choices=list(BENCHMARKS))
     args = p.parse_args()
     out = HERE / ("RESULTS.quick.md" if args.quick else "RESULTS.md")
-    sections, failed = _sections(out), []
-    for name, (full, quick) in BENCHMARKS.items():
+    fresh, failed = {}, []
+    for name, (script, full, quick) in BENCHMARKS.items():
         if args.only and name not in args.only:
             continue
-        cmd = [sys.executable, str(HERE / f"{name}.py"), *(quick if args.quick else full)]
+        cmd = [sys.executable, str(HERE / f"{script}.py"), *(quick if args.quick else full)]
         print(f"== {' '.join(cmd[1:])}", flush=True)
         t0 = time.time()
         proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True)
@@ -59,12 +62,13 @@ def main() -> int:
         text = proc.stdout
         start = text.find("\n## ")
         body = text[start + 1:].strip() if start >= 0 else f"## {name}\n\n{text.strip()}"
-        sections[name] = (f"{body}\n\n(command: `python benchmarks/{name}.py {' '.join(cmd[2:])}`, "
-                          f"{time.time() - t0:.0f} s, {time.strftime('%Y-%m-%d %H:%M')})\n")
+        fresh[name] = (f"{body}\n\n(command: `python benchmarks/{script}.py {' '.join(cmd[2:])}`, "
+                       f"{time.time() - t0:.0f} s, {time.strftime('%Y-%m-%d %H:%M')})\n")
     header = (f"# Benchmark results\n\nMachine: {machine()}. Written by `make bench` (`benchmarks/run_all.py`)"
               f"{' with --quick budgets (not the published figures)' if args.quick else ''}: every figure below "
               "was printed by the script its section names, run alone on the machine unless the section says "
               "otherwise; sections without a date line are from the first session (2026-11-26).\n")
+    sections = {**_sections(out), **fresh}  # read now: the file may have changed during a long run
     ordered = [n for n in BENCHMARKS if n in sections] + [n for n in sections if n not in BENCHMARKS]
     out.write_text(header + "".join(f"\n<!-- benchmark: {n} -->\n{sections[n]}<!-- /benchmark -->\n"
                                     for n in ordered))

@@ -8,7 +8,6 @@ node declares. What `make demo` and `make test` then do is covered by test_demo.
 Optional parts written `[--flag]` count as given; lines with `...` are elisions and skipped.
 """
 import argparse
-import ast
 import importlib
 import re
 import shlex
@@ -18,20 +17,11 @@ import pytest
 
 from sa4depth_core.config import load_config
 from sa4depth_ros import params, trainer_node
-from test_launch_config import _launch_model
+from test_launch_config import _console_scripts, _launch_model
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 EXTERNAL = {"cd", "git", "rosdep", "pip", "colcon", "source"}  # commands of other tools
-
-
-def _console_scripts() -> dict:
-    tree = ast.parse((REPO / "setup.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "entry_points":
-            lines = ast.literal_eval(node.value)["console_scripts"]
-            return dict(line.replace(" ", "").split("=") for line in lines)
-    raise AssertionError("setup.py has no entry_points")
 
 
 def _commands() -> list:
