@@ -29,6 +29,8 @@ BENCHMARKS = {
                           ["--steps", "5", "--seeds", "0", "--frames", "20", "--variants-only", "--variants", "distill"]),
     "kitti2bag_speed": ("kitti2bag_speed", [], ["--frames", "50"]),
     "node_latency": ("node_latency", [], ["--frames", "60"]),
+    "node_memory": ("node_latency", ["--sizes", "96x320", "--frames", "10000", "--latency-frames", "20"],
+                    ["--sizes", "96x320", "--frames", "100", "--latency-frames", "5"]),
     "online_adaptation": ("online_adaptation", [], ["--quick"]),
     "demo": ("demo", [], ["--train-minutes", "0.2", "--frames", "30"]),
 }
