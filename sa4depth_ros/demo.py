@@ -1,8 +1,8 @@
 """`make demo`: the whole path on an embedded default, with no data and no GPU.
 
 1. Generate synthetic street sequences with exact depth and poses (KITTI odometry layout).
-2. Get a model: the bundled demo checkpoint if present, else train one briefly on the training
-   sequence with the project's own trainer (SA4Depth loss).
+2. Get a model: --checkpoint, else the one an earlier demo run trained, else train one briefly on
+   the training sequence with the project's own trainer (SA4Depth loss, from scratch).
 3. Convert the held-out sequence to a ROS 2 bag (mcap).
 4. Start the perception node and the bag player as separate processes on loopback DDS, record
    what the node publishes over real topics, save its trajectory through its service.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from .image_codec import msg_to_depth
 from .ros_env import ensure_loopback_dds
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLED = ROOT / "models" / "demo_96x320.pt"
+SIZE = (64, 192)  # learns several times faster per CPU minute than 96x320 (benchmarks/RESULTS.md)
 IMAGE_TOPIC = "/kitti/camera_color_left/image_raw"
 INFO_TOPIC = "/kitti/camera_color_left/camera_info"
 
@@ -41,8 +42,10 @@ INFO_TOPIC = "/kitti/camera_color_left/camera_info"
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="sa4depth-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "outputs" / "demo"))
-    p.add_argument("--checkpoint", default="", help="use this model instead of the bundled/trained one")
-    p.add_argument("--train-minutes", type=float, default=3.0, help="training budget when no model is bundled")
+    p.add_argument("--checkpoint", default="", help="use this model instead of training one")
+    p.add_argument("--train-minutes", type=float, default=5.0, help="training budget of the demo model")
+    p.add_argument("--retrain", action="store_true", help="train anew even if an earlier run left a model")
+    p.add_argument("--train-frames", type=int, default=400, help="frames of the generated training sequence")
     p.add_argument("--frames", type=int, default=150, help="frames of the held-out sequence")
     p.add_argument("--rate", type=float, default=0.5, help="bag playback rate (1 = real time, 10 Hz)")
     p.add_argument("--domain-id", type=int, default=None)
@@ -52,23 +55,28 @@ def parse_args(argv):
 def get_model(args, out: Path, log) -> Path:
     if args.checkpoint:
         return Path(args.checkpoint)
-    if BUNDLED.exists():
-        log(f"model: bundled {BUNDLED.relative_to(ROOT)} (reproduce: {BUNDLED.with_suffix('.txt').name})")
-        return BUNDLED
+    h, w = SIZE
+    run = out / f"train_{h}x{w}"
+    model = run / "best.pt"
+    if model.exists() and not args.retrain:
+        log(f"model: {model} from an earlier demo run (--retrain trains a new one)")
+        return model
     from sa4depth_core.config import load_config
     from sa4depth_core.data.sequence import TripletDataset
     from sa4depth_core.train.trainer import Trainer
 
+    shutil.rmtree(run, ignore_errors=True)  # no leftovers of an interrupted or older run
     data = out / "data"
-    generate_sequence(data, "00", num_frames=200, height=96, width=320, seed=0, overwrite=True)
-    cfg = load_config(None, ["model.height=96", "model.width=320", "train.batch_size=4", "train.epochs=1000",
+    generate_sequence(data, "00", num_frames=args.train_frames, height=h, width=w, seed=0, overwrite=True)
+    cfg = load_config(None, [f"model.height={h}", f"model.width={w}", "train.batch_size=6", "train.epochs=1000",
                              f"train.max_minutes={args.train_minutes}", "train.val_every=1000000",
-                             "train.save_every=1000000", "train.lr=3e-4", f"train.out_dir={out / 'train'}",
+                             "train.save_every=1000000", "train.lr=2e-4", f"train.out_dir={run}",
                              "train.progress=false"])
-    log(f"model: none bundled, training for {args.train_minutes:g} min on a generated sequence")
-    trainer = Trainer(cfg, TripletDataset(KittiOdometrySequence(data, "00"), 96, 320, augment=True), None, log=log)
+    log(f"model: training one for {args.train_minutes:g} min on a generated sequence (sa4depth-train does the same "
+        f"with model.height={h} model.width={w})")
+    trainer = Trainer(cfg, TripletDataset(KittiOdometrySequence(data, "00"), h, w, augment=True), None, log=log)
     trainer.fit()
-    return out / "train" / "best.pt"
+    return model
 
 
 def run_graph(bag: Path, checkpoint: Path, domain: int, rate: float, traj_dir: Path, log):
@@ -127,8 +135,8 @@ def main(argv=None) -> int:
 
     checkpoint = get_model(args, out, log)
     data = out / "data"
-    log(f"generating the held-out sequence ({args.frames} frames, 96x320, another world)")
-    generate_sequence(data, "07", num_frames=args.frames, height=96, width=320, seed=7, overwrite=True)
+    log(f"generating the held-out sequence ({args.frames} frames, {SIZE[0]}x{SIZE[1]}, another world)")
+    generate_sequence(data, "07", num_frames=args.frames, height=SIZE[0], width=SIZE[1], seed=7, overwrite=True)
     seq = KittiOdometrySequence(data, "07")
     bag = out / "bag_07"
     convert(data / "sequences" / "07", bag, storage="mcap", overwrite=True, poses_path=data / "poses" / "07.txt")
