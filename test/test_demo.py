@@ -11,8 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_demo_runs_the_whole_path_and_writes_its_artefacts(tmp_path, ros_domain):
     out = tmp_path / "demo"
+    # 2 Hz: on a busy CI machine the node drops frames at the demo's 5 Hz (it keeps only the newest)
     cmd = [sys.executable, "-m", "sa4depth_ros.demo", "--out", str(out), "--train-minutes", "0.05",
-           "--train-frames", "12", "--frames", "16", "--rate", "0.5", "--domain-id", str(ros_domain)]
+           "--train-frames", "12", "--frames", "16", "--rate", "0.2", "--domain-id", str(ros_domain)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=420)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
