@@ -32,6 +32,7 @@ from sa4depth_core.eval.trajectory_plot import depth_strip, plot_trajectories
 
 from .image_codec import msg_to_depth
 from .ros_env import ensure_loopback_dds
+from .stamps import stamp_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (64, 192)  # learns several times faster per CPU minute than 96x320 (benchmarks/RESULTS.md)
@@ -116,10 +117,6 @@ def run_graph(bag: Path, checkpoint: Path, domain: int, rate: float, traj_dir: P
     if not tum:
         raise RuntimeError(f"the node wrote no trajectory into {traj_dir}")
     return depth, n_odom, load_tum_poses(tum[-1]), diag, wall
-
-
-def stamp_seconds(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def main(argv=None) -> int:

@@ -16,7 +16,6 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import ListParameters, SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -25,12 +24,8 @@ from .camera_info import K_to_camera_info
 from .image_codec import rgb_to_msg
 from .perception_node import NODE_NAME, TOPICS
 from .qos import reliable_qos
+from .stamps import stamp_msg
 from .tf_out import TF_QOS, TFMessage
-
-
-def stamp_msg(seconds: float):
-    """builtin_interfaces/Time of `seconds`."""
-    return Time(nanoseconds=int(round(seconds * 1e9))).to_msg()
 
 
 class FrameClient:

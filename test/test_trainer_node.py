@@ -34,7 +34,8 @@ from sa4depth_core.infer import load_checked_model
 from sa4depth_core.online import OnlineOptions
 from sa4depth_core.online.store import CheckpointStore
 from sa4depth_core.train.trainer import Trainer
-from sa4depth_ros.frame_client import FrameClient, stamp_msg
+from sa4depth_ros.frame_client import FrameClient
+from sa4depth_ros.stamps import stamp_msg
 from sa4depth_ros.trainer_node import (
     NODE_DEFAULT_OPTIONS,
     NODE_PARAMS,
