@@ -31,6 +31,17 @@ def camera_info_to_K(msg) -> np.ndarray:
     return K
 
 
+def frame_intrinsics(info, image_hw: tuple[int, int], fallback: np.ndarray) -> np.ndarray:
+    """(3,3) K of an image of size `image_hw` (H, W): from the CameraInfo paired with it, checked
+    to be for that size, or `fallback` (the nodes' intrinsics parameter) when `info` is None."""
+    if info is None:
+        return fallback
+    if (int(info.width), int(info.height)) != (image_hw[1], image_hw[0]):
+        raise InputError(f"CameraInfo is for {info.width}x{info.height} but the image is "
+                         f"{image_hw[1]}x{image_hw[0]} (topic pairing or a camera size change?)")
+    return camera_info_to_K(info)
+
+
 def _check_full_frame(msg) -> None:
     """K and P refer to the full sensor; a binned or cropped stream would need them shifted first."""
     binned = max(int(msg.binning_x), 1) != 1 or max(int(msg.binning_y), 1) != 1

@@ -74,12 +74,19 @@ def _extrinsic(v) -> str | None:
     return None
 
 
-def _intrinsics(v) -> str | None:
+def intrinsics_problem(v) -> str | None:
+    """Why [fx, fy, cx, cy] cannot be an `intrinsics` parameter value, or None."""
     if len(v) != 4 or not all(math.isfinite(x) for x in v):
         return f"must be 4 finite numbers [fx, fy, cx, cy] (all 0 = use CameraInfo), got {list(v)}"
     if any(v) and not (v[0] > 0 and v[1] > 0):
         return f"fx and fy must be > 0, got {list(v)}"
     return None
+
+
+def intrinsics_matrix(intrinsics) -> np.ndarray:
+    """(3,3) K of an `intrinsics` parameter value [fx, fy, cx, cy]."""
+    fx, fy, cx, cy = intrinsics
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,7 @@ SPECS = (
     ParamSpec("path_period", 0.5, "seconds of image time between path messages, 0 = every frame (each "
               "message carries the whole path: about 6 ms of serialisation per 1000 poses)", check=_non_negative),
     ParamSpec("intrinsics", [0.0, 0.0, 0.0, 0.0], "fx, fy, cx, cy of the input image in pixels; all 0 = pair "
-              "images with camera_info instead", read_only=True, check=_intrinsics),
+              "images with camera_info instead", read_only=True, check=intrinsics_problem),
     ParamSpec("sync_slop", 0.02, "largest image/CameraInfo stamp difference that pairs (s)", read_only=True,
               check=_non_negative),
     ParamSpec("qos.image", "sensor_data", "QoS of the image and camera_info subscriptions", read_only=True,
@@ -140,9 +147,9 @@ SPECS = (
 BY_NAME = {spec.name: spec for spec in SPECS}
 
 
-def _coerce(spec: ParamSpec, value):
-    """The value in the type of the spec's default, or raise InputError."""
-    expected = spec.default
+def coerce(expected, value, name: str):
+    """`value` in the type of the default `expected` (floats also accept integers, lists become
+    lists of floats), or InputError naming parameter `name`. Both nodes type their parameters so."""
     if isinstance(expected, bool):
         ok = isinstance(value, bool)
     elif isinstance(expected, int):
@@ -159,7 +166,7 @@ def _coerce(spec: ParamSpec, value):
         except (TypeError, ValueError):
             ok = False
     if not ok:
-        raise InputError(f"parameter '{spec.name}' expects {type(expected).__name__}, got {value!r}")
+        raise InputError(f"parameter '{name}' expects {type(expected).__name__}, got {value!r}")
     return int(value) if isinstance(expected, int) and not isinstance(expected, bool) else value
 
 
@@ -169,7 +176,7 @@ def check_value(name: str, value):
     spec = BY_NAME.get(name)
     if spec is None:
         return value
-    value = _coerce(spec, value)
+    value = coerce(spec.default, value, name)
     reason = spec.check(value) if spec.check else None
     if reason:
         raise InputError(f"parameter '{name}' {reason}")
@@ -235,8 +242,7 @@ class Settings:
 
     def K(self) -> np.ndarray:
         """(3,3) intrinsics from the `intrinsics` parameter."""
-        fx, fy, cx, cy = self.intrinsics
-        return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+        return intrinsics_matrix(self.intrinsics)
 
     def pipeline_options(self) -> PipelineOptions:
         return PipelineOptions(

@@ -32,12 +32,13 @@ from sa4depth_core.infer import load_checked_model, select_device
 from sa4depth_core.pipeline import PerceptionPipeline, pose_from_xyz_rpy
 
 from . import params
-from .camera_info import K_to_camera_info, camera_info_to_K, scaled_camera_info
+from .camera_info import K_to_camera_info, frame_intrinsics, scaled_camera_info
 from .cloud import depth_to_cloud_msg
 from .diagnostics import ERROR, WARN, LatencyWindow, RateMeter, make_array, make_status, worst_level
 from .image_codec import array_to_msg, colorize_depth, depth_to_msg, image_to_rgb
 from .qos import qos_from_string
 from .node_main import run_node
+from .stamps import stamp_seconds
 from .sync import make_image_info_sync
 from .tf_out import TransformPublisher, pose_to_transform_stamped
 
@@ -78,10 +79,6 @@ class LatestFrame:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-
-
-def _stamp_seconds(stamp) -> float:
-    return int(stamp.sec) + int(stamp.nanosec) * 1e-9
 
 
 def _pose_fields(msg_pose, T: np.ndarray) -> None:
@@ -202,15 +199,6 @@ class PerceptionNode(Node):
             self.get_logger().error(text, throttle_duration_sec=LOG_THROTTLE_S)
         self._last_problem, self._last_problem_time = text, time.monotonic()
 
-    def _intrinsics(self, image, info, rgb_shape) -> np.ndarray:
-        """(3,3) K of the input image, checked against the image size."""
-        if info is None:
-            return self.settings.K()
-        if (int(info.width), int(info.height)) != (rgb_shape[1], rgb_shape[0]):
-            raise InputError(f"CameraInfo is for {info.width}x{info.height} but the image is "
-                             f"{rgb_shape[1]}x{rgb_shape[0]} (topic pairing or a camera size change?)")
-        return camera_info_to_K(info)
-
     def _header(self, image) -> Header:
         frame = self.settings.camera_frame or image.header.frame_id
         if not frame:
@@ -235,13 +223,13 @@ class PerceptionNode(Node):
 
     def _process(self, image, info, received: float) -> None:
         rgb = image_to_rgb(image)
-        K = self._intrinsics(image, info, rgb.shape)
+        K = frame_intrinsics(info, rgb.shape[:2], self.settings.K())
         header = self._header(image)
         # Publishing under the lock keeps a reset or model swap from landing between a frame's
         # computation and its path/TF messages.
         with self._pipeline_lock:
             self._apply_settings()
-            result = self.pipeline.process(rgb, K, _stamp_seconds(header.stamp))
+            result = self.pipeline.process(rgb, K, stamp_seconds(header.stamp))
             self._publish(result, rgb, info, header, self._applied)
             scale_text, scale_ready = self.pipeline.describe_scale(), self.pipeline.scale.ready
         self._out_rate.tick()
@@ -285,7 +273,7 @@ class PerceptionNode(Node):
         pose = PoseStamped(header=msg.header)
         pose.pose = msg.pose.pose
         self._path.append(pose)
-        stamp = _stamp_seconds(header.stamp)
+        stamp = stamp_seconds(header.stamp)
         # a stamp that went backwards (bag loop, reset) publishes at once
         due = self._path_stamp is None or not 0.0 <= stamp - self._path_stamp < s.path_period
         if due and self._pubs["path"].get_subscription_count():

@@ -47,11 +47,13 @@ from sa4depth_core.online import (
 )
 from sa4depth_core.online.learner import DEPLOYED
 
-from .camera_info import camera_info_to_K
+from . import params
+from .camera_info import frame_intrinsics
 from .diagnostics import ERROR, OK, WARN, make_array, make_status, worst_level
 from .image_codec import image_to_rgb
 from .qos import QOS_NAMES, qos_from_string
 from .node_main import run_node
+from .stamps import stamp_seconds
 from .sync import make_image_info_sync
 
 NODE_NAME = "trainer_node"
@@ -93,28 +95,6 @@ def model_update_qos() -> QoSProfile:
                       history=HistoryPolicy.KEEP_LAST, depth=1)
 
 
-def _typed(default, value, name: str):
-    """`value` in the type of `default` (floats also accept integers); InputError otherwise."""
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    else:
-        try:
-            value = [float(v) for v in value]
-            ok = len(value) == len(default)
-        except (TypeError, ValueError):
-            ok = False
-    if not ok:
-        raise InputError(f"parameter '{name}' expects {type(default).__name__}, got {value!r}")
-    return value
-
-
 def _check_node_values(v: dict) -> None:
     if not 0 < v["duty_cycle"] <= 1:
         raise InputError(f"parameter 'duty_cycle' must be in (0, 1], got {v['duty_cycle']}")
@@ -125,9 +105,9 @@ def _check_node_values(v: dict) -> None:
             raise InputError(f"parameter '{name}' must be 0 or a multiple of 32 of at least 64, got {v[name]}")
     if not v["reload_timeout"] > 0 or not v["diagnostics_period"] > 0 or v["sync_slop"] < 0:
         raise InputError("parameters reload_timeout and diagnostics_period must be > 0 and sync_slop >= 0")
-    fx, fy = v["intrinsics"][:2]
-    if any(v["intrinsics"]) and not (fx > 0 and fy > 0):
-        raise InputError(f"parameter 'intrinsics' needs fx, fy > 0 (or all 0), got {v['intrinsics']}")
+    reason = params.intrinsics_problem(v["intrinsics"])
+    if reason:
+        raise InputError(f"parameter 'intrinsics' {reason}")
     if v["qos.image"] not in QOS_NAMES:
         raise InputError(f"parameter 'qos.image' must be one of {', '.join(QOS_NAMES)}, got '{v['qos.image']}'")
     target = v["perception_node"].strip()
@@ -204,14 +184,15 @@ class TrainerNode(Node):
         for name, (default, description) in specs.items():
             descriptor = ParameterDescriptor(description=description, read_only=name not in LIVE,
                                              dynamic_typing=isinstance(default, float))
-            values[name] = _typed(default, self.declare_parameter(name, default, descriptor).value, name)
+            values[name] = params.coerce(default, self.declare_parameter(name, default, descriptor).value, name)
         self._defaults = {name: default for name, (default, _) in specs.items()}
         _check_node_values(values)
         return values
 
     def _on_set_parameters(self, changed) -> SetParametersResult:
         try:
-            new = {p.name: _typed(self._defaults[p.name], p.value, p.name) for p in changed if p.name in self._defaults}
+            new = {p.name: params.coerce(self._defaults[p.name], p.value, p.name) for p in changed
+                   if p.name in self._defaults}
             candidate = {**self.values, **new}
             _check_node_values(candidate)
             OnlineOptions.from_dict({f.name: candidate[f.name] for f in fields(OnlineOptions)})
@@ -233,16 +214,8 @@ class TrainerNode(Node):
         self._frames_in += 1
         try:
             rgb = image_to_rgb(image)
-            if info is None:
-                fx, fy, cx, cy = self.values["intrinsics"]
-                K = [[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]
-            else:
-                if (int(info.width), int(info.height)) != (rgb.shape[1], rgb.shape[0]):
-                    raise InputError(f"CameraInfo is for {info.width}x{info.height} but the image is "
-                                     f"{rgb.shape[1]}x{rgb.shape[0]}")
-                K = camera_info_to_K(info)
-            stamp = int(image.header.stamp.sec) + int(image.header.stamp.nanosec) * 1e-9
-            self.learner.add_frame(rgb, K, stamp)
+            K = frame_intrinsics(info, rgb.shape[:2], params.intrinsics_matrix(self.values["intrinsics"]))
+            self.learner.add_frame(rgb, K, stamp_seconds(image.header.stamp))
         except InputError as exc:
             self._decode_rejected += 1
             self._last_problem = f"frame rejected: {exc}"
