@@ -58,20 +58,15 @@ def _checkpoint(v) -> str | None:
     return None if not v or os.path.exists(os.path.expanduser(v)) else f"'{v}' does not exist"
 
 
-def _device(v) -> str | None:
-    try:
-        select_device(v)
-    except InputError as exc:
-        return str(exc)
-    return None
-
-
-def _extrinsic(v) -> str | None:
-    try:
-        pose_from_xyz_rpy(v)
-    except InputError as exc:
-        return str(exc)
-    return None
+def _accepted_by(convert: Callable) -> Callable:
+    """A check that gives the InputError `convert` raises on a value as the reason."""
+    def check(v):
+        try:
+            convert(v)
+        except InputError as exc:
+            return str(exc)
+        return None
+    return check
 
 
 def intrinsics_problem(v) -> str | None:
@@ -105,7 +100,7 @@ SPECS = (
     ParamSpec("checkpoint", "", "project .pt checkpoint or Monodepth2 weights folder; empty = randomly initialised "
               "networks (meaningless depth). A live change takes effect on ~/reload_model", check=_checkpoint),
     ParamSpec("device", "auto", "auto | cpu | cuda | cuda:N (CUDA missing: CPU with a warning)",
-              read_only=True, check=_device),
+              read_only=True, check=_accepted_by(select_device)),
     ParamSpec("threads", 0, "torch CPU threads (0 = torch default)", check=_at_least(0)),
     ParamSpec("input_width", 0, "network input width (0 = the checkpoint's)", check=_network_size),
     ParamSpec("input_height", 0, "network input height (0 = the checkpoint's)", check=_network_size),
@@ -123,7 +118,7 @@ SPECS = (
     ParamSpec("camera_frame", "", "frame of the outputs; empty = the input image's frame_id",
               check=_frame_name(True)),
     ParamSpec("base_to_camera", OPTICAL_ON_BASE, "camera optical frame in the base frame: x, y, z (m), "
-              "roll, pitch, yaw (rad); default: optical axes on a REP 103 base", read_only=True, check=_extrinsic),
+              "roll, pitch, yaw (rad); default: optical axes on a REP 103 base", read_only=True, check=_accepted_by(pose_from_xyz_rpy)),
     ParamSpec("publish_tf", True, "publish odom_frame -> base_frame on /tf"),
     ParamSpec("publish_camera_tf", False, "publish base_frame -> camera frame (base_to_camera) on /tf_static; "
               "leave off when robot_state_publisher already does"),
