@@ -1,14 +1,16 @@
-"""The shared `main` of the project's nodes: loopback DDS, SIGTERM as Ctrl-C, a multi-threaded
-executor, exit status 2 with one reason when the node cannot start."""
+"""The shared `main` of the project's nodes: loopback DDS, SIGTERM as Ctrl-C, an InlineExecutor
+(the node's `slow_callback_groups` in pool threads), exit status 2 with one reason when the node
+cannot start."""
 from __future__ import annotations
 
 import signal
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 
 from sa4depth_core.errors import InputError
 
+from .executor import InlineExecutor
 from .ros_env import ensure_loopback_dds
 
 
@@ -21,10 +23,10 @@ def run_node(make_node, node_name: str, args=None) -> int:
     ensure_loopback_dds()
     rclpy.init(args=args)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    node, status = None, 0
+    node, executor, status = None, None, 0
     try:
         node = make_node()
-        executor = MultiThreadedExecutor(num_threads=3)
+        executor = InlineExecutor(node.slow_callback_groups)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -33,6 +35,8 @@ def run_node(make_node, node_name: str, args=None) -> int:
         rclpy.logging.get_logger(node_name).fatal(f"cannot start: {exc}")
         status = 2
     finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=0)
         if node is not None:
             node.shutdown()
             node.destroy_node()

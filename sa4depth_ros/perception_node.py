@@ -2,8 +2,9 @@
 
 Scheduling: subscription callbacks only put the newest (image, CameraInfo) pair into a one-slot
 mailbox (an unprocessed older pair is dropped and counted); a worker thread takes it, runs
-`sa4depth_core.pipeline.PerceptionPipeline` and publishes. Services and parameter changes run in
-their own callback groups under a MultiThreadedExecutor and touch the pipeline only between frames.
+`sa4depth_core.pipeline.PerceptionPipeline` and publishes. Input callbacks run in the spinning
+thread; services and the diagnostics timer are `slow_callback_groups` run by pool threads (see
+executor.InlineExecutor), and they touch the pipeline only between frames.
 The topics, parameters and services are listed in docs/ros_interface.md.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
@@ -133,14 +134,15 @@ class PerceptionNode(Node):
             for name, kind in TOPICS.items() if name != "points" or s.publish_points}
         self._tf = TransformPublisher(self)
 
-        inputs = ReentrantCallbackGroup()
-        control = MutuallyExclusiveCallbackGroup()
+        # Inputs stay in the default group (run by the spinning thread). Loading a model takes
+        # seconds: its own group keeps reset/save and diagnostics responsive meanwhile.
         self._sync = make_image_info_sync(
             self, "image", None if s.intrinsics_given else "camera_info", self._on_frame,
-            qos_from_string(s.qos_image), slop=s.sync_slop, callback_group=inputs)
-        # Loading a model takes seconds: its own group keeps reset/save and diagnostics responsive.
+            qos_from_string(s.qos_image), slop=s.sync_slop)
+        control, reload = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        self.slow_callback_groups = (control, reload)
         handlers = {"~/reset": (self._srv_reset, control), "~/save_trajectory": (self._srv_save, control),
-                    "~/reload_model": (self._srv_reload, MutuallyExclusiveCallbackGroup())}
+                    "~/reload_model": (self._srv_reload, reload)}
         for name in SERVICES:
             handler, group = handlers[name]
             self.create_service(Trigger, name, handler, callback_group=group)

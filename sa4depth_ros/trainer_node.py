@@ -24,7 +24,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rcl_interfaces.srv import SetParameters
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import InvalidServiceNameException
 from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
@@ -146,14 +146,13 @@ class TrainerNode(Node):
         self._rollbacks_seen, self._rollback_time = self.learner.rollbacks, -1e9
         self._bag_state = "none"
 
-        clients = ReentrantCallbackGroup()
-        self._clients_group = clients
         control = MutuallyExclusiveCallbackGroup()
+        self.slow_callback_groups = (control,)  # ~/save writes a checkpoint
         self._update_pub = self.create_publisher(String, "model_update", model_update_qos())
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._sync = make_image_info_sync(
             self, "image", None if any(v["intrinsics"]) else "camera_info", self._on_frame,
-            qos_from_string(v["qos.image"]), slop=v["sync_slop"], callback_group=MutuallyExclusiveCallbackGroup())
+            qos_from_string(v["qos.image"]), slop=v["sync_slop"])
         self.create_service(Trigger, "~/start", self._srv_start, callback_group=control)
         self.create_service(Trigger, "~/pause", self._srv_pause, callback_group=control)
         self.create_service(Trigger, "~/save", self._srv_save, callback_group=control)
@@ -261,7 +260,7 @@ class TrainerNode(Node):
         (self.get_logger().info if ok else self.get_logger().error)(text)
 
     def _call(self, srv_type, name: str, request, timeout: float):
-        client = self.create_client(srv_type, name, callback_group=self._clients_group)
+        client = self.create_client(srv_type, name)
         try:
             if not client.wait_for_service(timeout_sec=min(timeout, 5.0)):
                 return None
