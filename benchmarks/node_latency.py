@@ -1,18 +1,20 @@
 """Latency, throughput and memory of perception_node against the bare core pipeline.
 
-For each network size (default 96x320 and 192x640), in one run:
-1. core: PerceptionPipeline.process on the same frames in this process (depth + scale + refined
-   odometry), per-frame wall time;
-2. ROS closed loop: one frame at a time through a perception_node process (publish image +
-   CameraInfo, wait for its depth): end-to-end latency, throughput and overhead over the core;
-3. ROS open loop: --frames frames published at --rate-factor x the closed-loop frame rate, so
+For each network size (default 96x320 and 192x640), in one run, with the same weights on both sides:
+1. side by side, frame by frame: the bare core (PerceptionPipeline.process in this process: depth +
+   scale + refined odometry) on frame i, then frame i through a perception_node process (publish
+   image + CameraInfo, wait for its depth). Alternating cancels the drift of a shared machine,
+   which moved the core's own median by 10-20 % between 30-frame runs here; end-to-end latency,
+   throughput and overhead over the core;
+2. ROS open loop: --frames frames published at --rate-factor x the closed-loop frame rate, so
    the node must drop frames; its output rate, dropped count and resident memory (RSS) at the start,
    middle and end, which must stay flat.
 
     python benchmarks/node_latency.py                       # 300 frames per size
     python benchmarks/node_latency.py --frames 10000        # the long memory run
 
-Prints markdown tables. The network is untrained unless --checkpoint is given (speed is the same).
+Prints markdown tables. Without --checkpoint both sides load one randomly initialised checkpoint
+written for the run (speed does not depend on training).
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +34,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from sa4depth_core.checkpoint import save_checkpoint  # noqa: E402
+from sa4depth_core.config import Config  # noqa: E402
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence  # noqa: E402
 from sa4depth_core.data.synth import generate_sequence  # noqa: E402
 from sa4depth_core.infer import load_model  # noqa: E402
+from sa4depth_core.model import SA4DepthModel  # noqa: E402
 from sa4depth_core.pipeline import PerceptionPipeline, PipelineOptions  # noqa: E402
 from sa4depth_ros.frame_client import FrameClient  # noqa: E402
 from sa4depth_ros.ros_env import ensure_loopback_dds  # noqa: E402
@@ -56,27 +61,12 @@ def _frames(size: tuple[int, int], tmp: Path, count: int = 8):
     return [seq.image(i) for i in range(len(seq))], seq.intrinsics()
 
 
-def core_times(images, K, size, args, frames: int) -> list:
-    """Per-frame milliseconds of the bare pipeline (after --warmup frames).
-
-    It runs in a worker thread, as in the node: with a busy CPU, torch's intra-op threads
-    started from the main thread showed multi-second stalls here that a worker thread did not.
-    """
-    torch.set_num_threads(args.threads)
-    pipe = PerceptionPipeline(load_model(args.checkpoint or None, "cpu"), torch.device("cpu"),
-                              PipelineOptions(height=size[0], width=size[1]))
-    times = []
-
-    def work():
-        for i in range(args.warmup + frames):
-            t0 = time.perf_counter()
-            pipe.process(images[i % len(images)], K, 0.1 * i)
-            if i >= args.warmup:
-                times.append(1e3 * (time.perf_counter() - t0))
-    worker = threading.Thread(target=work)
-    worker.start()
-    worker.join()
-    return times
+def untrained_checkpoint(size, path: Path) -> str:
+    """Write a randomly initialised model for `size` to `path`, so node and core share weights."""
+    cfg = Config()
+    cfg.model.height, cfg.model.width = size
+    save_checkpoint(path, config=cfg.to_dict(), model=SA4DepthModel(cfg).state_dict())
+    return str(path)
 
 
 def _summary(times_ms: list) -> dict:
@@ -84,21 +74,28 @@ def _summary(times_ms: list) -> dict:
             "fps": 1e3 / float(np.mean(times_ms))}
 
 
-def start_node(size, args, domain: int) -> subprocess.Popen:
+def start_node(size, args, checkpoint: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "sa4depth_ros.perception_node", "--ros-args",
            "--params-file", str(REPO / "config" / "sa4depth.yaml"),
            "-p", f"input_height:={size[0]}", "-p", f"input_width:={size[1]}", "-p", f"threads:={args.threads}",
-           "-p", f"checkpoint:={args.checkpoint or repr('')}", "-p", "diagnostics_period:=1.0"]
+           "-p", f"checkpoint:={checkpoint}", "-p", "diagnostics_period:=1.0"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def closed_loop(client: FrameClient, proc, images, K, args, t0: float) -> dict:
-    """One frame in flight at a time: end-to-end latency from publish to depth arrival. A frame
-    whose depth does not come back within 10 s (best-effort input: DDS may drop it) is counted
-    as lost and excluded from the timing."""
-    latencies, lost, busy = [], 0, 0.0
+def side_by_side(client: FrameClient, proc, core, core_frame, images, K, args, t0: float) -> tuple[dict, list]:
+    """Frame i through the core, then through the node with one frame in flight; returns the ROS
+    summary (with `paired`: the median over frames of ROS / core - 1) and the core's per-frame
+    milliseconds. End-to-end ROS latency runs from publish to the depth's arrival. A frame whose depth does not come back within 10 s (best-effort input:
+    DDS may drop it) is counted as lost and left out of the timing.
+
+    The core runs in a worker thread, as in the node: with a busy CPU, torch's intra-op threads
+    started from the main thread showed multi-second stalls here that a worker thread did not."""
+    latencies, core_ms, ratios, lost, busy = [], [], [], 0, 0.0
     for i in range(args.latency_frames):
+        start = time.perf_counter()
+        core.submit(core_frame, images[i % len(images)], K, 0.1 * i).result()
+        core_ms.append(1e3 * (time.perf_counter() - start))
         sent = time.monotonic()
         stamp = client.send(images[i % len(images)], K, t0 + 0.1 * i)
         if client.with_stamp("depth", stamp, 10.0) is None:
@@ -109,7 +106,9 @@ def closed_loop(client: FrameClient, proc, images, K, args, t0: float) -> dict:
         arrived = next(t for t, m in client.arrivals("depth") if m.header.stamp == stamp)
         latencies.append(1e3 * (arrived - sent))
         busy += arrived - sent
-    return {**_summary(latencies), "fps": len(latencies) / busy, "lost": lost}
+        ratios.append(latencies[-1] / core_ms[-1])
+    return {**_summary(latencies), "fps": len(latencies) / busy, "lost": lost,
+            "paired": float(np.median(ratios)) - 1.0}, core_ms
 
 
 def open_loop(client: FrameClient, proc, images, K, rate: float, args, t0: float) -> dict:
@@ -139,30 +138,35 @@ def open_loop(client: FrameClient, proc, images, K, rate: float, args, t0: float
 def measure(size, args, domain: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         images, K = _frames(size, Path(tmp))
-    # Half the core frames before and half after the node's run, so that a change in machine load
-    # during the run affects both sides alike.
-    core = core_times(images, K, size, args, args.latency_frames // 2)
-    result = {"size": f"{size[0]}x{size[1]}"}
-    proc = start_node(size, args, domain)
-    client = FrameClient(domain, topics=OUTPUTS, tf=False, keep=20)
-    try:
-        if not client.wait_connected(timeout=60, outputs=OUTPUTS) or client.warm_up(images[0], K) is None:
-            raise RuntimeError("perception_node did not come up")
-        for i in range(args.warmup):
-            client.with_stamp("depth", client.send(images[i % len(images)], K, 1000.0 + 0.1 * i), 60.0)
-        result["ros"] = closed_loop(client, proc, images, K, args, t0=2000.0)
-        # the node's own view of the same frames: pipeline time and receipt -> published
-        diag = client.diagnostics(timeout=5.0, after=time.monotonic()) or {}
-        result["ros"]["node_inference_p50"] = float(diag.get("inference_ms_p50", "nan"))
-        result["ros"]["node_latency_p50"] = float(diag.get("latency_ms_p50", "nan"))
-        # above what the node just managed with one frame in flight, so it has to drop frames
-        rate = args.rate_factor * result["ros"]["fps"]
-        result["open"] = open_loop(client, proc, images, K, rate, args, t0=5000.0)
-    finally:
-        client.close()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-    result["core"] = _summary(core + core_times(images, K, size, args, args.latency_frames - args.latency_frames // 2))
+        checkpoint = args.checkpoint or untrained_checkpoint(size, Path(tmp) / "untrained.pt")
+        torch.set_num_threads(args.threads)
+        pipe = PerceptionPipeline(load_model(checkpoint, "cpu"), torch.device("cpu"),
+                                  PipelineOptions(height=size[0], width=size[1]))
+        result = {"size": f"{size[0]}x{size[1]}"}
+        proc = start_node(size, args, checkpoint)
+        client = FrameClient(domain, topics=OUTPUTS, tf=False, keep=20)
+        core = ThreadPoolExecutor(max_workers=1)
+        try:
+            if not client.wait_connected(timeout=60, outputs=OUTPUTS) or client.warm_up(images[0], K) is None:
+                raise RuntimeError("perception_node did not come up")
+            for i in range(args.warmup):
+                core.submit(pipe.process, images[i % len(images)], K, 0.1 * i).result()
+                client.with_stamp("depth", client.send(images[i % len(images)], K, 1000.0 + 0.1 * i), 60.0)
+            pipe.reset()
+            result["ros"], core_ms = side_by_side(client, proc, core, pipe.process, images, K, args, t0=2000.0)
+            result["core"] = _summary(core_ms)
+            # the node's own view of the same frames: pipeline time and receipt -> published
+            diag = client.diagnostics(timeout=5.0, after=time.monotonic()) or {}
+            result["ros"]["node_inference_p50"] = float(diag.get("inference_ms_p50", "nan"))
+            result["ros"]["node_latency_p50"] = float(diag.get("latency_ms_p50", "nan"))
+            # above what the node just managed with one frame in flight, so it has to drop frames
+            rate = args.rate_factor * result["ros"]["fps"]
+            result["open"] = open_loop(client, proc, images, K, rate, args, t0=5000.0)
+        finally:
+            core.shutdown()
+            client.close()
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
     return result
 
 
@@ -183,15 +187,16 @@ def main(argv=None) -> int:
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     results = [measure(size, args, args.domain_id) for size in sizes]
 
-    print(f"\n### perception_node vs core pipeline ({args.threads} threads, {torch.get_num_threads()} "
-          f"torch threads here, {args.latency_frames} frames, one in flight)\n")
+    print(f"\n### perception_node vs core pipeline, frame by frame ({args.threads} torch thread(s) in both, "
+          f"{args.latency_frames} frames, one in flight, same weights)\n")
     print("| size (HxW) | core p50 ms | core p95 ms | core fps | ROS p50 ms | ROS p95 ms | ROS fps | overhead p50 "
-          "| lost | node: pipeline p50 ms | node: receipt -> published p50 ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| overhead, median of per-frame ratios | lost | node: pipeline p50 ms | node: receipt -> published p50 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         c, ros = r["core"], r["ros"]
         print(f"| {r['size']} | {c['p50']:.1f} | {c['p95']:.1f} | {c['fps']:.1f} | {ros['p50']:.1f} | "
-              f"{ros['p95']:.1f} | {ros['fps']:.1f} | {100 * (ros['p50'] / c['p50'] - 1):+.0f} % | {ros['lost']} | "
+              f"{ros['p95']:.1f} | {ros['fps']:.1f} | {100 * (ros['p50'] / c['p50'] - 1):+.0f} % | "
+              f"{100 * ros['paired']:+.0f} % | {ros['lost']} | "
               f"{ros['node_inference_p50']:.1f} | {ros['node_latency_p50']:.1f} |")
     print(f"\n### Open loop: {args.frames} frames at {args.rate_factor:g}x the node's closed-loop frame rate\n")
     print("| size (HxW) | input Hz | output Hz | depth received | dropped (node) "
