@@ -11,7 +11,8 @@ from rosbags.typesys import Stores, get_typestore
 from sa4depth_core.data import kitti2bag
 from sa4depth_core.data.bag_sequence import BAG_TYPESTORE, open_bag
 from sa4depth_core.data.calib import load_odometry_calib
-from sa4depth_core.data.kitti2bag import T_BASE_CAM0, convert, main, read_timestamps_ns
+from sa4depth_core.data.kitti2bag import T_BASE_CAM0, convert, main
+from sa4depth_core.data.kitti_raw import read_timestamps_ns
 from sa4depth_core.data.pose_io import load_kitti_poses
 from sa4depth_core.data.sequence import list_images, read_float_lines
 from sa4depth_core.errors import InputError

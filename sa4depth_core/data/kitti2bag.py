@@ -44,7 +44,7 @@ from sa4depth_core.data.calib import (
     load_raw_calib,
     rigid_4x4,
 )
-from sa4depth_core.data.kitti_raw import load_velodyne, parse_kitti_timestamp
+from sa4depth_core.data.kitti_raw import load_velodyne, read_timestamps_ns
 from sa4depth_core.data.pose_io import load_kitti_poses
 from sa4depth_core.data.sequence import list_images, read_float_lines, require_dir
 from sa4depth_core.errors import InputError
@@ -145,31 +145,6 @@ class ConversionResult:
 
 # ----------------------------------------------------------------------------------------------
 # Reading KITTI trees
-
-
-def _stamp_ns(text: str) -> int:
-    """`2011-09-26 13:02:25.964389445` -> integer ns since the Unix epoch (UTC), without float rounding."""
-    whole, dot, frac = text.strip().partition(".")
-    if dot and (not frac.isdigit() or len(frac) > 9):
-        raise ValueError(text)
-    return int(parse_kitti_timestamp(whole)) * 1_000_000_000 + (int(frac.ljust(9, "0")) if dot else 0)
-
-
-def read_timestamps_ns(path: Path, numbers: list[int]) -> np.ndarray:
-    """Stamps (len(numbers),) int64 ns of the given frame numbers from a KITTI raw `timestamps.txt`."""
-    if not path.is_file():
-        raise InputError(f"{path}: timestamps file not found")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    if numbers and max(numbers) >= len(lines):
-        raise InputError(f"{path} has {len(lines)} timestamps but frame {max(numbers):010d} exists")
-    out = np.empty(len(numbers), np.int64)
-    for i, n in enumerate(numbers):
-        try:
-            out[i] = _stamp_ns(lines[n])
-        except ValueError:
-            raise InputError(f"{path}: timestamp of frame {n} is not 'YYYY-MM-DD hh:mm:ss.fffffffff': "
-                             f"{lines[n].strip()!r}") from None
-    return out
 
 
 def _frame_numbers(files: list[Path], folder: Path) -> list[int]:

@@ -64,13 +64,31 @@ def load_split_file(path: str | Path) -> list[SplitItem]:
             for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
 
 
-def parse_kitti_timestamp(text: str) -> float:
-    """`2011-09-26 13:02:25.964389445` -> seconds since the Unix epoch, read as UTC."""
+def kitti_timestamp_ns(text: str) -> int:
+    """`2011-09-26 13:02:25.964389445` -> integer ns since the Unix epoch, read as UTC, without
+    float rounding. Raises ValueError for any other form."""
     match = _TIMESTAMP.match(text.strip())
-    if match is None:
+    if match is None or (match.group(7) and len(match.group(7)) > 10):
         raise ValueError(text)
     whole = calendar.timegm(tuple(int(g) for g in match.groups()[:6]))
-    return whole + (float(match.group(7)) if match.group(7) else 0.0)
+    return whole * 1_000_000_000 + (int(match.group(7)[1:].ljust(9, "0")) if match.group(7) else 0)
+
+
+def read_timestamps_ns(path: Path, numbers: list[int]) -> np.ndarray:
+    """Stamps (len(numbers),) int64 ns of the given frame numbers from a KITTI raw `timestamps.txt`."""
+    if not path.is_file():
+        raise InputError(f"{path}: timestamps file not found")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if numbers and max(numbers) >= len(lines):
+        raise InputError(f"{path} has {len(lines)} timestamps but frame {max(numbers):010d} exists")
+    out = np.empty(len(numbers), np.int64)
+    for i, n in enumerate(numbers):
+        try:
+            out[i] = kitti_timestamp_ns(lines[n])
+        except ValueError:
+            raise InputError(f"{path}: timestamp of frame {n} is not 'YYYY-MM-DD hh:mm:ss.fffffffff': "
+                             f"{lines[n].strip()!r}") from None
+    return out
 
 
 def load_velodyne(path: str | Path) -> np.ndarray:
@@ -149,24 +167,9 @@ class KittiRawDrive(ImageFileSequence):
             raise InputError(f"frame {self._files[0]} is {first.shape[1]}x{first.shape[0]} but "
                              f"{drive_dir.parent / 'calib_cam_to_cam.txt'} key S_rect_0{camera} says "
                              f"{self.calib.width}x{self.calib.height}")
-        self._times = self._read_timestamps(cam_dir / "timestamps.txt")
+        self._times = read_timestamps_ns(cam_dir / "timestamps.txt", self._numbers) * 1e-9
         self._velo_dir = drive_dir / "velodyne_points" / "data"
         self.has_depth = self._velo_dir.is_dir()
-
-    def _read_timestamps(self, path: Path) -> np.ndarray:
-        if not path.is_file():
-            raise InputError(f"{path}: timestamps file not found")
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        if max(self._numbers) >= len(lines):
-            raise InputError(f"{path} has {len(lines)} timestamps but frame {max(self._numbers):010d} exists")
-        times = np.empty(len(self._numbers))
-        for i, n in enumerate(self._numbers):
-            try:
-                times[i] = parse_kitti_timestamp(lines[n])
-            except ValueError:
-                raise InputError(f"{path}: timestamp of frame {n} is not 'YYYY-MM-DD hh:mm:ss.fffffffff': "
-                                 f"{lines[n].strip()!r}") from None
-        return times
 
     def frame_number(self, i: int) -> int:
         """The number in frame i's file name."""
