@@ -6,9 +6,11 @@ from __future__ import annotations
 import signal
 
 import rclpy
+import torch
 from rclpy.executors import ExternalShutdownException
 
 from sa4depth_core.errors import InputError
+from sa4depth_core.infer import select_device
 
 from .executor import InlineExecutor
 from .ros_env import ensure_loopback_dds
@@ -16,6 +18,17 @@ from .ros_env import ensure_loopback_dds
 
 def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def torch_device(node, name: str, threads: int) -> torch.device:
+    """The device for parameter value `name` (auto/cpu/cuda/cuda:N; a warning if CUDA was asked
+    for but is missing), after setting torch's CPU threads to `threads` (0 keeps torch's default)."""
+    device, note = select_device(name)
+    if note:
+        node.get_logger().warning(note)
+    if threads:
+        torch.set_num_threads(threads)
+    return device
 
 
 def run_node(make_node, node_name: str, args=None) -> int:

@@ -29,7 +29,7 @@ from std_srvs.srv import Trigger
 from transforms3d.quaternions import mat2quat
 
 from sa4depth_core.errors import InputError
-from sa4depth_core.infer import load_checked_model, select_device
+from sa4depth_core.infer import load_checked_model
 from sa4depth_core.pipeline import PerceptionPipeline, pose_from_xyz_rpy
 
 from . import params
@@ -38,7 +38,7 @@ from .cloud import depth_to_cloud_msg
 from .diagnostics import ERROR, WARN, LatencyWindow, RateMeter, make_array, make_status, worst_level
 from .image_codec import array_to_msg, colorize_depth, depth_to_msg, image_to_rgb
 from .qos import qos_from_string
-from .node_main import run_node
+from .node_main import run_node, torch_device
 from .stamps import stamp_seconds
 from .sync import make_image_info_sync
 from .tf_out import TransformPublisher, pose_to_transform_stamped
@@ -98,11 +98,7 @@ class PerceptionNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.settings = params.declare(self)
         s = self.settings
-        self.device, device_note = select_device(s.device)
-        if device_note:
-            self.get_logger().warning(device_note)
-        if s.threads:
-            torch.set_num_threads(s.threads)
+        self.device = torch_device(self, s.device, s.threads)
         loaded = load_checked_model(s.checkpoint or None, self.device, s.input_height, s.input_width)
         self._announce_model(loaded)
         self.pipeline = PerceptionPipeline(loaded, self.device, s.pipeline_options())

@@ -19,24 +19,19 @@ from sa4depth_core.errors import InputError
 QOS_NAMES = ("sensor_data", "reliable", "system_default")
 
 
+def _keep_last(reliability: ReliabilityPolicy, depth: int) -> QoSProfile:
+    return QoSProfile(reliability=reliability, history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
 def sensor_qos(depth: int = 1) -> QoSProfile:
     """Best effort, keep last `depth`, volatile. Depth 1 keeps only the newest frame, never a stale backlog."""
-    return QoSProfile(
-        reliability=ReliabilityPolicy.BEST_EFFORT,
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        durability=DurabilityPolicy.VOLATILE,
-    )
+    return _keep_last(ReliabilityPolicy.BEST_EFFORT, depth)
 
 
 def reliable_qos(depth: int = 10) -> QoSProfile:
     """Reliable, keep last `depth`, volatile."""
-    return QoSProfile(
-        reliability=ReliabilityPolicy.RELIABLE,
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        durability=DurabilityPolicy.VOLATILE,
-    )
+    return _keep_last(ReliabilityPolicy.RELIABLE, depth)
 
 
 def qos_from_string(name: str, depth: int | None = None) -> QoSProfile:

@@ -52,7 +52,7 @@ from .camera_info import frame_intrinsics
 from .diagnostics import ERROR, OK, WARN, make_array, make_status, worst_level
 from .image_codec import image_to_rgb
 from .qos import QOS_NAMES, qos_from_string
-from .node_main import run_node
+from .node_main import run_node, torch_device
 from .stamps import stamp_seconds
 from .sync import make_image_info_sync
 
@@ -128,11 +128,7 @@ class TrainerNode(Node):
         self.values = self._declare()
         v = self.values
         options = OnlineOptions.from_dict({f.name: v[f.name] for f in fields(OnlineOptions)})
-        self.device, device_note = select_device(v["device"])
-        if device_note:
-            self.get_logger().warning(device_note)
-        if v["threads"]:
-            torch.set_num_threads(v["threads"])
+        self.device = torch_device(self, v["device"], v["threads"])
         cfg = Config()
         cfg.model.height = v["input_height"] or cfg.model.height
         cfg.model.width = v["input_width"] or cfg.model.width
