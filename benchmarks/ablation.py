@@ -8,7 +8,7 @@ ratio, and 5-frame / full-trajectory ATE for PoseNet-only and refined odometry; 
 over seeds, plus the training-step time of each configuration measured in the same run.
 
     python benchmarks/ablation.py                       # 64x192, 400 steps, seeds 0 1 2
-    python benchmarks/ablation.py --seeds 0 --variants detach_depth distill both no_level_detach
+    python benchmarks/ablation.py --seeds 0 --variants depth_detached distill both no_level_detach
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from sa4depth_core.config import load_config
 CONFIGS = {
     "baseline": ["refine.enabled=false"],
     "sa4depth": ["refine.enabled=true"],
-    "detach_depth": ["refine.enabled=true", "refine.detach_depth=false"],
+    "depth_detached": ["refine.enabled=true", "refine.detach_depth=true"],  # the default until 2026-11-26
     "distill": ["refine.enabled=true", "refine.pose_supervision=distill"],
     "both": ["refine.enabled=true", "refine.pose_supervision=both"],
     "no_level_detach": ["refine.enabled=true", "refine.detach_between_levels=false"],
