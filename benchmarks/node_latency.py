@@ -86,8 +86,9 @@ def start_node(size, args, checkpoint: str) -> subprocess.Popen:
 def side_by_side(client: FrameClient, proc, core, core_frame, images, K, args, t0: float) -> tuple[dict, list]:
     """Frame i through the core, then through the node with one frame in flight; returns the ROS
     summary (with `paired`: the median over frames of ROS / core - 1) and the core's per-frame
-    milliseconds. End-to-end ROS latency runs from publish to the depth's arrival. A frame whose depth does not come back within 10 s (best-effort input:
-    DDS may drop it) is counted as lost and left out of the timing.
+    milliseconds. End-to-end ROS latency runs from publish to the depth's arrival. A frame whose
+    depth does not come back within 10 s (best-effort input: DDS may drop it) is counted as lost
+    and left out of the timing.
 
     The core runs in a worker thread, as in the node: with a busy CPU, torch's intra-op threads
     started from the main thread showed multi-second stalls here that a worker thread did not."""
@@ -152,7 +153,7 @@ def measure(size, args, domain: int) -> dict:
             for i in range(args.warmup):
                 core.submit(pipe.process, images[i % len(images)], K, 0.1 * i).result()
                 client.with_stamp("depth", client.send(images[i % len(images)], K, 1000.0 + 0.1 * i), 60.0)
-            pipe.reset()
+            pipe.reset()  # the measured frames restart the core's stamps at 0
             result["ros"], core_ms = side_by_side(client, proc, core, pipe.process, images, K, args, t0=2000.0)
             result["core"] = _summary(core_ms)
             # the node's own view of the same frames: pipeline time and receipt -> published

@@ -43,8 +43,7 @@ class InlineExecutor(SingleThreadedExecutor):
             handler, entity, _ = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
         except (ShutdownException, TimeoutException, ConditionReachedException):
             return
-        group = getattr(entity, "callback_group", None)
-        if any(group is slow for slow in self._slow):
+        if getattr(entity, "callback_group", None) in self._slow:
             started = threading.Event()
             self._running.append(self._pool.submit(_run_after, started, handler))
             started.wait()
