@@ -41,6 +41,21 @@ class SA4DepthModel(nn.Module):
         )
         self.refine_enabled = r.enabled
 
+    def optimizer_groups(self, lr: float, damping_lr_factor: float) -> list[dict]:
+        """Adam parameter groups: the refiner (its learned damping) at `damping_lr_factor` x `lr`.
+
+        The damping lives in log space over many decades, so at the networks' learning rate it
+        would barely move. Each group carries its "lr_factor" so a new base rate keeps the ratio.
+        """
+        damping, rest = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (damping if name.startswith("refiner.") else rest).append(p)
+        groups = [{"params": rest, "lr": lr, "lr_factor": 1.0}]
+        if damping:
+            groups.append({"params": damping, "lr": lr * damping_lr_factor, "lr_factor": damping_lr_factor})
+        return groups
+
     def load_monodepth2(self, parts: dict) -> None:
         """Copy networks read by networks.load_monodepth2_folder into this model."""
         self.depth_encoder.load_state_dict(parts["encoder"].state_dict())

@@ -486,3 +486,25 @@ def test_a_checkpoint_init_is_the_first_deployed_model(tmp_path):
     learner = OnlineLearner(OnlineOptions(out_dir=str(tmp_path / "online"), persist_buffer=False), init=str(init))
     assert learner.store.deployed == str(init) and learner.deployed_id == sha[:12]
     assert learner.store.entries == []  # nothing written: the init file is the reference
+
+
+def test_the_learned_damping_keeps_the_trainers_lr_factor_through_set_lr_and_rollback(tmp_path):
+    learner = _learner(tmp_path, persist_buffer=False)
+    factor = learner.train_cfg.train.damping_lr_factor
+    damping = {id(p) for p in learner.model.refiner.parameters()}
+    assert damping and factor != 1
+
+    def check(lr):
+        seen = 0
+        for group in learner.optimizer.param_groups:
+            in_refiner = {id(p) in damping for p in group["params"]}
+            assert len(in_refiner) == 1, "a group mixes the refiner with the networks"
+            assert group["lr"] == pytest.approx(lr * factor if in_refiner == {True} else lr)
+            seen += len(group["params"])
+        assert seen == sum(1 for p in learner.model.parameters() if p.requires_grad)
+
+    check(1e-4)
+    learner.set_lr(3e-5)
+    check(3e-5)
+    learner.rollback("test")  # a fresh optimizer at the rate set live
+    check(3e-5)

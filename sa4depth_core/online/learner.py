@@ -56,7 +56,8 @@ class OnlineOptions:
     """Settings of an OnlineLearner (the trainer node's parameters of the same names).
 
     out_dir: checkpoints/ and buffer/ go here; reusing it resumes.
-    batch_size, lr: training batch (triplets, drawn with replacement) and Adam learning rate.
+    batch_size, lr: training batch (triplets, drawn with replacement) and Adam learning rate (the
+        refiner's learned damping trains at the checkpoint's train.damping_lr_factor times it).
     replay_capacity, val_capacity: triplets kept (oldest dropped first).
     val_period: training triplets between two held-out validation triplets.
     min_val: validation triplets needed before a candidate is scored.
@@ -289,14 +290,16 @@ class OnlineLearner:
             self.store.deployed, self.store.deployed_id = str(path), model_id
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.options.lr)
+        """Adam as the offline Trainer sets it up (same damping learning-rate factor)."""
+        groups = self.model.optimizer_groups(self.options.lr, self.train_cfg.train.damping_lr_factor)
+        return torch.optim.Adam(groups)
 
     def set_lr(self, lr: float) -> None:
         """Change the learning rate of the running optimizer (and of later ones)."""
         with self._lock:
             self.options.lr = float(lr)
             for group in self.optimizer.param_groups:
-                group["lr"] = float(lr)
+                group["lr"] = float(lr) * group["lr_factor"]
 
     def report_error(self, text: str) -> None:
         """Count, log and keep (for `status`) a problem that did not stop the learner."""

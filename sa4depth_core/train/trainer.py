@@ -98,7 +98,7 @@ class Trainer:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.model = SA4DepthModel(cfg).to(self.device)
         self.step, self.epoch, self.best_score, self.parent = 0, 0, math.inf, ""
-        self.optimizer = self._make_optimizer()
+        self.optimizer = torch.optim.Adam(self.model.optimizer_groups(cfg.train.lr, cfg.train.damping_lr_factor))
         self.amp = bool(cfg.train.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self._load_initial_state()
@@ -109,15 +109,6 @@ class Trainer:
             module = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=not cfg.refine.enabled)
         self.loss_module = module
         self.bad_steps = 0
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        damping, rest = [], []
-        for name, p in self.model.named_parameters():
-            (damping if name.startswith("refiner.") else rest).append(p)
-        groups = [{"params": rest, "lr": self.cfg.train.lr}]
-        if damping:
-            groups.append({"params": damping, "lr": self.cfg.train.lr * self.cfg.train.damping_lr_factor})
-        return torch.optim.Adam(groups)
 
     def _load_initial_state(self) -> None:
         t = self.cfg.train
