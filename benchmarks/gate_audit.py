@@ -16,11 +16,12 @@ several gate rules side by side:
 For each rule: deployments, deployments that ground truth calls worse (AbsRel up), better
 candidates kept back, and the mean AbsRel change over its deployments.
 
-    python benchmarks/gate_audit.py [--pretrain-steps 40 240] [--online-steps 300] [--eval-every 10]
+    python benchmarks/gate_audit.py [--pretrain-steps 40 240] [--online-steps 300] [--eval-every 10] [--min-val 3 8]
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -52,14 +53,16 @@ def abs_rel(model, images: list, gts: list) -> float:
     return float(evaluate_depth(gts, depths, pred_kind="depth", crop="none")["metrics"]["abs_rel"])
 
 
-def run(init: str, out_dir: Path, seq: KittiOdometrySequence, stream: range, held_out: range, args) -> dict:
+def run(init: str, out_dir: Path, seq: KittiOdometrySequence, stream: range, held_out: range, min_val: int,
+        args) -> dict:
     """Online learning on `stream` with an audit at every evaluation.
 
     Returns {"records": one per evaluation, "start", "deployed", "latest": AbsRel of those models}.
     """
     options = OnlineOptions(out_dir=str(out_dir), batch_size=args.batch, lr=args.lr, eval_every=args.eval_every,
-                            val_period=5, min_val=3, replay_capacity=200, val_capacity=12, margin=args.margin,
+                            val_period=5, min_val=min_val, replay_capacity=200, val_capacity=12, margin=args.margin,
                             persist_buffer=False)
+    torch.manual_seed(0)  # runs that differ in one option draw the same refinement points until they diverge
     learner = OnlineLearner(options, init=init)
     K = seq.intrinsics()
     images, gts = [seq.image(i) for i in held_out], [seq.gt_depth(i) for i in held_out]
@@ -93,7 +96,7 @@ def judge(records: list[dict], margin: float) -> dict:
         out[name] = {
             "deploys": len(deploys),
             "deploys_gt_worse": sum(c > 0 for c in changes),
-            "better_kept": sum(1 for r in records if r not in deploys and r["abs_rel_candidate"] < r["abs_rel_deployed"]),
+            "better_kept": sum(r not in deploys and r["abs_rel_candidate"] < r["abs_rel_deployed"] for r in records),
             "mean_abs_rel_change": float(np.mean(changes)) if changes else float("nan"),
         }
     return out
@@ -110,6 +113,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--margin", type=float, default=0.01)
+    p.add_argument("--min-val", type=int, nargs="+", default=[3],
+                   help="validation triplets needed before the first evaluation (one online run each)")
     args = p.parse_args()
     h, w = (int(v) for v in args.size.split("x"))
     started = time.time()
@@ -129,27 +134,33 @@ def main() -> None:
                      "train.lr=2e-4", "train.threads=2"]
         train(overrides, [world_a], run_dir / f"pretrain_{steps}", log=lambda *a: None)
         init = str(max((run_dir / f"pretrain_{steps}" / "checkpoints").glob("step_*.pt")))
-        result = run(init, run_dir / f"online_{steps}", seq, stream, held_out, args)
-        runs[steps] = {**result, "judged": judge(result["records"], args.margin)}
+        for min_val in args.min_val:
+            result = run(init, run_dir / f"online_{steps}_{min_val}", seq, stream, held_out, min_val, args)
+            runs[f"{steps} steps, min_val {min_val}"] = {**result, "judged": judge(result["records"], args.margin)}
+    shutil.rmtree(run_dir)
 
     print(f"\n## gate_audit ({machine()})")
     print(f"size {h}x{w}; world A pretraining budgets {args.pretrain_steps} steps; world B: {args.online_steps} "
           f"online steps (batch {args.batch}, lr {args.lr:g}, one new frame per step), an evaluation every "
           f"{args.eval_every} steps; ground truth = median-scaled AbsRel on the {len(held_out)} world B frames "
-          f"the learner never sees; margin {args.margin:g}. The shipped rule ('total') decided what was deployed; "
-          "every rule is judged on the same candidate/deployed pairs.\n")
+          f"the learner never sees; margin {args.margin:g}; min_val = validation triplets before the first "
+          "evaluation. The shipped rule ('total') decided what was deployed; every rule is judged on the same "
+          "candidate/deployed pairs.\n")
     print("| start | pairs | GT prefers candidate | rule | deploys | of which GT-worse | better kept back | "
           "mean AbsRel change per deploy |")
     print("|---|---|---|---|---|---|---|---|")
-    for steps, result in runs.items():
+    for start, result in runs.items():
         records = result["records"]
         better = sum(r["abs_rel_candidate"] < r["abs_rel_deployed"] for r in records)
         for name, j in result["judged"].items():
-            print(f"| {steps} steps | {len(records)} | {better} | {name} | {j['deploys']} | {j['deploys_gt_worse']} | "
+            print(f"| {start} | {len(records)} | {better} | {name} | {j['deploys']} | {j['deploys_gt_worse']} | "
                   f"{j['better_kept']} | {j['mean_abs_rel_change']:+.4f} |")
-    for steps, r in runs.items():
-        print(f"\nstart {steps} steps: AbsRel {r['start']:.3f} -> deployed {r['deployed']:.3f}, latest weights "
-              f"{r['latest']:.3f} after {r['steps']} steps; {r['deployments']} deployments, {r['rollbacks']} rollbacks")
+    for start, r in runs.items():
+        worst = max((x["abs_rel_candidate"] - x["abs_rel_deployed"] for x in r["records"] if x["action"] == "deployed"),
+                    default=float("nan"))
+        print(f"\n{start}: AbsRel {r['start']:.3f} -> deployed {r['deployed']:.3f}, latest weights {r['latest']:.3f} "
+              f"after {r['steps']} steps; {r['deployments']} deployments (worst AbsRel change of one: {worst:+.4f}), "
+              f"{r['rollbacks']} rollbacks")
     print(f"\ntotal runtime {(time.time() - started) / 60:.1f} min")
     path = save_result("gate_audit", {"args": vars(args), "runs": runs})
     print(f"wrote {path}")

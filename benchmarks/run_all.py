@@ -42,8 +42,9 @@ BENCHMARKS = {
                                      "--rate-factor", "6"],
                     ["--sizes", "96x320", "--frames", "100", "--latency-frames", "5"]),
     "online_adaptation": ("online_adaptation", [], ["--quick"]),
-    "gate_audit": ("gate_audit", [], ["--pretrain-steps", "2", "--online-steps", "6", "--eval-every", "2",
-                                      "--frames-a", "20", "--frames-b", "24"]),
+    "gate_audit": ("gate_audit", ["--min-val", "3", "8", "--online-steps", "200"],
+                   ["--pretrain-steps", "2", "--online-steps", "6", "--eval-every", "2", "--frames-a", "20",
+                    "--frames-b", "24"]),
     "demo": ("demo", [], ["--train-minutes", "0.2", "--frames", "30"]),
 }
 SECTION = re.compile(r"<!-- benchmark: (\S+) -->\n(.*?)<!-- /benchmark -->\n", re.S)
