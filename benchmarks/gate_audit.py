@@ -9,7 +9,7 @@ model are also scored by median-scaled AbsRel on world B frames the learner neve
 learner's own gate decides what is deployed; every candidate/deployed pair is then judged by
 several gate rules side by side:
 
-    total       score_c < (1 - margin) score_d                      (the shipped rule)
+    total       score_c < (1 - margin) score_d   (the shipped rule: sa4depth_core.online.safety.gate)
     components  total, and neither photometric nor inconsistency worse than the deployed model's
     photometric photometric_c < (1 - margin) photometric_d
 
@@ -34,11 +34,17 @@ from online_adaptation import world_b
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.eval.depth_metrics import evaluate_depth
 from sa4depth_core.infer import rgb_to_tensor
-from sa4depth_core.online import OnlineLearner, OnlineOptions
+from sa4depth_core.online import OnlineLearner, OnlineOptions, gate
+from sa4depth_core.online.safety import DEPLOY
+
+
+def _shipped(c: dict, d: dict, margin: float) -> bool:
+    return gate(c["score"], d["score"], margin, OnlineOptions.collapse_factor).action == DEPLOY
+
 
 RULES = {
-    "total": lambda c, d, m: c["score"] < (1 - m) * d["score"],
-    "components": lambda c, d, m: (c["score"] < (1 - m) * d["score"] and c["photometric"] <= d["photometric"]
+    "total": _shipped,
+    "components": lambda c, d, m: (_shipped(c, d, m) and c["photometric"] <= d["photometric"]
                                    and c["depth_inconsistency"] <= d["depth_inconsistency"]),
     "photometric": lambda c, d, m: c["photometric"] < (1 - m) * d["photometric"],
 }
