@@ -15,6 +15,7 @@ import statistics
 import time
 
 import torch
+from common import machine
 
 from sa4depth_core.geometry import se3_exp
 from sa4depth_core.networks.feature_net import FeatureNet
@@ -69,23 +70,24 @@ def main() -> None:
 
     net = FeatureNet()
     defaults = FeatureMetricRefiner()
-    print(f"threads {torch.get_num_threads()}, strides {defaults.strides}, iterations {defaults.iterations}, "
-          f"2 pairs per call, median of {args.repeats}")
-    print(f"{'resolution':>10} {'points/level':>22} {'forward ms':>11} {'fwd+bwd ms':>11}")
+    print(f"\n## LM refinement alone ({machine()})")
+    print(f"{torch.get_num_threads()} threads, strides {defaults.strides}, {defaults.iterations} iterations per level, "
+          f"2 pairs per call, median of {args.repeats}\n")
+    print("| resolution | points per level | forward ms | forward + backward ms |")
+    print("|---|---|---:|---:|")
     for height, width in ((96, 320), (192, 640)):
         images, target, sources, depth, K, T_init = _problem(height, width, net)
         for cap in (None, 4096):
             refiner = FeatureMetricRefiner(max_points=cap)
             problem = (refiner, depth, K, T_init, target, sources)
             sizes = [f.shape[-2] * f.shape[-1] for f, _ in target]
-            used = "/".join(str(n if cap is None else min(n, cap)) for n in sizes)
+            used = ("dense " if cap is None else "") + "/".join(str(n if cap is None else min(n, cap)) for n in sizes)
             fwd = _median_ms(lambda p=problem: _forward(*p), args.repeats)
             both = _median_ms(lambda p=problem: _forward_backward(*p), args.repeats)
-            print(f"{height}x{width:<6} {used:>22} {fwd:11.1f} {both:11.1f}")
+            print(f"| {height}x{width} | {used} | {fwd:.1f} | {both:.1f} |")
         with torch.no_grad():
             feat_ms = _median_ms(lambda x=images: net(x), args.repeats)
-        print(f"{height}x{width:<6} {'FeatureNet, 3 frames':>22} {feat_ms:11.1f}")
-
+        print(f"| {height}x{width} | FeatureNet forward, 3 frames | {feat_ms:.1f} | |")
 
 if __name__ == "__main__":
     main()
