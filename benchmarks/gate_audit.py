@@ -35,6 +35,7 @@ from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.eval.depth_metrics import evaluate_depth
 from sa4depth_core.infer import rgb_to_tensor
 from sa4depth_core.online import OnlineLearner, OnlineOptions, gate
+from sa4depth_core.online.learner import DEPLOYED
 from sa4depth_core.online.safety import DEPLOY
 
 
@@ -74,36 +75,39 @@ def run(init: str, out_dir: Path, seq: KittiOdometrySequence, stream: range, hel
     images, gts = [seq.image(i) for i in held_out], [seq.gt_depth(i) for i in held_out]
     frames = iter(stream)
     records = []
-    start = abs_rel(learner.reference, images, gts)
+    # The deployed weights change only by a deployment, which copies the candidate just measured.
+    start = gt_deployed = abs_rel(learner.reference, images, gts)
     while learner.step < args.online_steps and not learner.halted:
         i = next(frames, None)
         if i is not None:
             learner.add_frame(seq.image(i), K, seq.timestamp(i))
         if learner.train_step() is None or learner.step % args.eval_every:
             continue
-        gt_candidate, gt_deployed = abs_rel(learner.model, images, gts), abs_rel(learner.reference, images, gts)
+        gt_candidate = abs_rel(learner.model, images, gts)
         outcome = learner.evaluate()
         if outcome.candidate is None or outcome.reference is None:
             continue
         records.append({"step": learner.step, "action": outcome.action, "candidate": outcome.candidate,
                         "deployed": outcome.reference, "abs_rel_candidate": gt_candidate,
                         "abs_rel_deployed": gt_deployed})
-    return {"records": records, "start": start, "deployed": abs_rel(learner.reference, images, gts),
-            "latest": abs_rel(learner.model, images, gts), "steps": learner.step, "deployments": learner.deployments,
-            "rollbacks": learner.rollbacks}
+        if outcome.action == DEPLOYED:
+            gt_deployed = gt_candidate
+    return {"records": records, "start": start, "deployed": gt_deployed, "latest": abs_rel(learner.model, images, gts),
+            "steps": learner.step, "deployments": learner.deployments, "rollbacks": learner.rollbacks}
 
 
 def judge(records: list[dict], margin: float) -> dict:
     """Per rule: what it would have decided on every audited pair, against ground truth."""
+    changes = [r["abs_rel_candidate"] - r["abs_rel_deployed"] for r in records]
     out = {}
     for name, rule in RULES.items():
-        deploys = [r for r in records if rule(r["candidate"], r["deployed"], margin)]
-        changes = [r["abs_rel_candidate"] - r["abs_rel_deployed"] for r in deploys]
+        deploys = [rule(r["candidate"], r["deployed"], margin) for r in records]
+        deployed = [c for c, d in zip(changes, deploys) if d]
         out[name] = {
-            "deploys": len(deploys),
-            "deploys_gt_worse": sum(c > 0 for c in changes),
-            "better_kept": sum(r not in deploys and r["abs_rel_candidate"] < r["abs_rel_deployed"] for r in records),
-            "mean_abs_rel_change": float(np.mean(changes)) if changes else float("nan"),
+            "deploys": len(deployed),
+            "deploys_gt_worse": sum(c > 0 for c in deployed),
+            "better_kept": sum(c < 0 and not d for c, d in zip(changes, deploys)),
+            "mean_abs_rel_change": float(np.mean(deployed)) if deployed else float("nan"),
         }
     return out
 
