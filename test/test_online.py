@@ -4,7 +4,6 @@ resuming, and the background trainer."""
 import errno
 import os
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -439,7 +438,14 @@ def test_a_new_learner_resumes_weights_deployed_model_and_buffers(tmp_path, fram
 def test_background_trainer_trains_evaluates_and_pauses(tmp_path, seq):
     learner = _learner(tmp_path, persist_buffer=False, eval_every=2)
     outcomes = []
-    trainer = BackgroundTrainer(learner, duty_cycle=1.0, threads=1, on_outcome=outcomes.append)
+    two_evaluations = threading.Event()
+
+    def record(outcome):
+        outcomes.append(outcome)
+        if len(outcomes) >= 2:
+            two_evaluations.set()
+
+    trainer = BackgroundTrainer(learner, duty_cycle=1.0, threads=1, on_outcome=record)
     stop = threading.Event()
     try:
         assert trainer.state == "paused"
@@ -447,25 +453,123 @@ def test_background_trainer_trains_evaluates_and_pauses(tmp_path, seq):
         assert trainer.state == "waiting for data"
         fed = feed_sequence(learner, seq, stop, steps_per_triplet=1)
         assert fed == len(seq)
-        deadline = time.monotonic() + 30
-        while learner.step < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert learner.step >= 4 and outcomes and outcomes[0].action in ("deployed", "kept")
-        trainer.pause()
-        # A step in progress may still finish (slowly on a loaded machine); after that the step
-        # count must stay put over a window longer than a step.
-        deadline = time.monotonic() + 30
+        assert two_evaluations.wait(300), f"{len(outcomes)} evaluation(s) after {learner.step} steps"
+        assert learner.step >= 4 and outcomes[0].action in ("deployed", "kept")
+        message = trainer.pause()
         paused_at = learner.step
-        while time.monotonic() < deadline:
-            time.sleep(2.0)
-            if learner.step == paused_at:
-                break
-            paused_at = learner.step
-        time.sleep(2.0)
-        assert learner.step == paused_at and trainer.state == "paused"
+        assert message == f"training paused at step {paused_at}" and trainer.state == "paused"
+        assert trainer.steps_per_second(window=1e9) > 0
     finally:
         trainer.stop()
-    assert trainer.steps_per_second() > 0
+    assert learner.step == paused_at, "a step ran after pause() returned"
+    assert trainer.state == "stopped"
+
+
+class _GatedLearner:
+    """Stands in for OnlineLearner in BackgroundTrainer tests: the first training step (or, with
+    hold="evaluate", the first evaluation) waits for `release`; `held` is set once it waits. It
+    counts steps begun and notes any begun after `closed` was set, which the tests set when the
+    trainer has promised that no step will start."""
+
+    def __init__(self, hold: str = "train_step", eval_every: int = 1):
+        self.options = OnlineOptions(eval_every=eval_every)
+        self.hold = hold
+        self.step = self.started = 0
+        self.halted = ""
+        self.busy = False  # inside train_step or evaluate
+        self.held, self.release, self.closed = threading.Event(), threading.Event(), threading.Event()
+        self.late_starts = 0
+
+    def ready(self) -> bool:
+        return True
+
+    def clear_halt(self) -> None:
+        self.halted = ""
+
+    def halt(self, reason: str) -> None:
+        self.halted = reason
+
+    def _maybe_hold(self, where: str) -> None:
+        if where == self.hold and not self.held.is_set():
+            self.held.set()
+            assert self.release.wait(60), "the test never released the held step"
+
+    def train_step(self) -> dict:
+        self.busy = True
+        self.started += 1
+        self.late_starts += self.closed.is_set()
+        self._maybe_hold("train_step")
+        self.step += 1
+        self.busy = False
+        return {"loss": 0.0}
+
+    def evaluate(self):
+        self.busy = True
+        self._maybe_hold("evaluate")
+        self.busy = False
+        return learner_module.EvalOutcome("kept", f"evaluated at step {self.step}")
+
+
+def _until(predicate, timeout: float = 60.0) -> bool:
+    """Wait for a state another thread sets, with a generous timeout; True once it holds."""
+    poll = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return True
+        poll.wait(0.01)
+    return predicate()
+
+
+@pytest.mark.parametrize("hold", ["train_step", "evaluate"])
+@pytest.mark.parametrize("control", ["pause", "stop"])
+def test_pause_and_stop_return_after_the_work_in_flight_and_no_step_starts_after_them(hold, control):
+    learner = _GatedLearner(hold)
+    trainer = BackgroundTrainer(learner)
+    seen = {}
+
+    def call():
+        getattr(trainer, control)()
+        seen.update(busy=learner.busy, step=learner.step, started=learner.started)
+        learner.closed.set()
+
+    caller = threading.Thread(target=call)
+    try:
+        trainer.start()
+        assert learner.held.wait(60), "the first step never started"
+        caller.start()
+        # pause()/stop() says so in the state before it waits for the work in flight
+        assert _until(lambda: trainer.state in ("paused", "stopped"))
+        learner.release.set()
+        caller.join(60)
+        assert not caller.is_alive(), f"{control}() did not return after the held work finished"
+        assert seen == {"busy": False, "step": 1, "started": 1}, f"{control}() returned while work was in flight"
+    finally:
+        learner.release.set()
+        trainer.stop()
+    assert learner.started == 1 and learner.late_starts == 0
+    assert trainer.state == "stopped" and trainer.start() == "training stopped"
+
+
+def test_training_resumes_after_a_pause_and_a_pause_from_the_outcome_callback_does_not_wait_for_itself():
+    learner = _GatedLearner(hold="none", eval_every=2)
+    learner.release.set()
+    evaluated = threading.Event()
+
+    def on_outcome(outcome):
+        trainer.pause()  # in the training thread, inside the evaluation's own step
+        evaluated.set()
+
+    trainer = BackgroundTrainer(learner, on_outcome=on_outcome)
+    try:
+        for round_ in (1, 2):
+            evaluated.clear()
+            assert trainer.start() == "training running"
+            assert evaluated.wait(60), f"no evaluation in round {round_}"
+            assert trainer.pause() == f"training paused at step {2 * round_}"
+            assert learner.step == learner.started == 2 * round_
+    finally:
+        trainer.stop()
+    assert learner.step == 4
 
 
 def test_options_are_checked():

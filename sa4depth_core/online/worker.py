@@ -22,12 +22,21 @@ class BackgroundTrainer:
 
     Budget: `threads` sets torch's CPU threads (process-wide, so run the trainer in its own
     process next to inference); `duty_cycle` in (0, 1] is the fraction of wall time spent in
-    training steps: after a step of t seconds the thread sleeps t * (1 - d) / d.
+    training steps: after a step of t seconds the thread rests t * (1 - d) / d.
+
+    Control contract: `pause()` and `stop()` return only once the step (and the evaluation after
+    it) in flight has finished, and no step starts after they return (until `start()`, for a
+    pause). A step is begun under the same lock that `pause()` takes, so there is no moment
+    where a step can slip in after the caller was told training is paused.
 
     `on_outcome(EvalOutcome)` runs in the training thread after each evaluation (e.g. to announce
-    a deployment). An unexpected exception in a step halts training with the reason in
-    `learner.halted` instead of ending the thread.
+    a deployment); calling pause() or stop() from it does not wait for itself. An unexpected
+    exception in a step halts training with the reason in `learner.halted` instead of ending the
+    thread.
     """
+
+    # The learner has no signal for "a triplet arrived": the idle thread looks again this often.
+    DATA_POLL_S = 0.2
 
     def __init__(self, learner: OnlineLearner, duty_cycle: float = 1.0, threads: int = 0,
                  on_outcome: Callable[[EvalOutcome], None] | None = None):
@@ -38,9 +47,10 @@ class BackgroundTrainer:
         self.threads = int(threads)
         self.on_outcome = on_outcome
         self.last_outcome: EvalOutcome | None = None
-        self._run = threading.Event()
-        self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._running = False  # start() was called and no pause()/stop() since
+        self._stopping = False
+        self._busy = False  # a step or evaluation is in flight
         self._steps: deque = deque(maxlen=50)  # monotonic times of recent steps
         self._last_eval_step = learner.step
         self._thread = threading.Thread(target=self._loop, name="sa4depth-online-trainer", daemon=True)
@@ -50,28 +60,45 @@ class BackgroundTrainer:
     def start(self) -> str:
         """Run (again); clears a halt. Returns a one-line state."""
         self.learner.clear_halt()
-        self._run.set()
-        self._wake.set()
+        with self._cond:
+            if self._stopping:
+                return "training stopped"
+            self._running = True
+            self._cond.notify_all()
         return "training running"
 
     def pause(self) -> str:
-        """Stop after the current step. Returns a one-line state."""
-        self._run.clear()
-        return f"training paused at step {self.learner.step}"
+        """Stop training after the step in flight: returns once it (and its evaluation) finished;
+        no step starts afterwards until `start()`. Returns a one-line state."""
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+            self._wait_idle()
+            return f"training paused at step {self.learner.step}"
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """End the thread (the current step or evaluation finishes first)."""
-        self._stop.set()
-        self._run.clear()
-        self._wake.set()
-        self._thread.join(timeout)
+    def stop(self) -> None:
+        """End the thread: returns once the step or evaluation in flight finished and the thread
+        has ended; no step starts afterwards."""
+        with self._cond:
+            self._running, self._stopping = False, True
+            self._cond.notify_all()
+            self._wait_idle()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _wait_idle(self) -> None:
+        """Under `_cond`: wait until no step is in flight (unless called from the step itself)."""
+        if threading.current_thread() is not self._thread:
+            self._cond.wait_for(lambda: not self._busy)
 
     @property
     def state(self) -> str:
-        """'running', 'paused', 'waiting for data' or 'halted: <reason>'."""
+        """'running', 'paused', 'waiting for data', 'halted: <reason>' or 'stopped'."""
+        if self._stopping:
+            return "stopped"
         if self.learner.halted:
             return f"halted: {self.learner.halted}"
-        if not self._run.is_set():
+        if not self._running:
             return "paused"
         return "running" if self.learner.ready() else "waiting for data"
 
@@ -84,36 +111,54 @@ class BackgroundTrainer:
         return (len(recent) - 1) / max(now - recent[0], 1e-9)
 
     # -- thread ---------------------------------------------------------------------------------
-    def _idle(self, seconds: float) -> None:
-        self._wake.wait(seconds)
-        self._wake.clear()
+    def _claim_step(self, rest_until: float) -> bool:
+        """Wait until a step may start and mark it in flight; False once stopping."""
+        learner = self.learner
+        with self._cond:
+            while not self._stopping:
+                if not self._running:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                if now < rest_until:
+                    self._cond.wait(rest_until - now)
+                    continue
+                if learner.halted or not learner.ready():
+                    self._cond.wait(self.DATA_POLL_S)
+                    continue
+                self._busy = True
+                return True
+            return False
 
     def _loop(self) -> None:
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         learner = self.learner
-        while not self._stop.is_set():
-            if not self._run.is_set() or learner.halted or not learner.ready():
-                self._idle(0.2)
-                continue
+        rest_until = 0.0
+        while self._claim_step(rest_until):
             started = time.monotonic()
             try:
-                stats = learner.train_step()
-                if stats is not None:
-                    self._steps.append(time.monotonic())
-                due = learner.step - self._last_eval_step >= learner.options.eval_every
-                if due:
-                    self._last_eval_step = learner.step
-                    self.last_outcome = learner.evaluate()
-                    if self.on_outcome is not None:
-                        self.on_outcome(self.last_outcome)
+                self._step()
             except Exception as exc:  # noqa: BLE001 - a failed step must not kill the process
                 learner.halt(f"training stopped by {type(exc).__name__}: {exc}")
                 log.debug(traceback.format_exc())
-                continue
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
             busy = time.monotonic() - started
-            if self.duty_cycle < 1.0:
-                self._stop.wait(busy * (1.0 - self.duty_cycle) / self.duty_cycle)
+            rest_until = time.monotonic() + busy * (1.0 - self.duty_cycle) / self.duty_cycle
+
+    def _step(self) -> None:
+        """One training step, then an evaluation when one is due."""
+        learner = self.learner
+        if learner.train_step() is not None:
+            self._steps.append(time.monotonic())
+        if learner.step - self._last_eval_step >= learner.options.eval_every:
+            self._last_eval_step = learner.step
+            self.last_outcome = learner.evaluate()
+            if self.on_outcome is not None:
+                self.on_outcome(self.last_outcome)
 
 
 def feed_sequence(learner: OnlineLearner, seq: FrameSequence, stop: threading.Event, steps_per_triplet: int = 0,
