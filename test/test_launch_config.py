@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -300,10 +299,9 @@ def test_sa4depth_run_graph_with_intrinsics_namespace_and_remap(ros_domain, synt
     finally:
         client.close()
         proc.send_signal(signal.SIGINT)
-        started = time.monotonic()
-        output, _ = proc.communicate(timeout=60)
+        output, _ = proc.communicate(timeout=60)  # a node that ignores SIGINT fails here
     assert proc.returncode == 0, output
-    assert time.monotonic() - started < 30 and "Traceback" not in output
+    assert "Traceback" not in output
 
 
 def test_sa4depth_run_replays_a_kitti_bag(ros_domain, synth_root, tmp_path):
