@@ -66,7 +66,8 @@ class FrameClient:
         return name if name.startswith("/") else f"{self.namespace}/{name}"
 
     def service(self, name: str) -> str:
-        return f"{self.namespace}/{NODE_NAME}/{name}"
+        """A service of the perception node in the client's namespace (absolute names stay as they are)."""
+        return name if name.startswith("/") else f"{self.namespace}/{NODE_NAME}/{name}"
 
     def _spin(self) -> None:
         try:
@@ -178,16 +179,17 @@ class FrameClient:
             self.image_pub.publish(image)
 
     # -- node control -------------------------------------------------------------------------
-    def _call(self, srv_type, name: str, request, timeout: float):
+    def call(self, srv_type, name: str, request=None, timeout: float = 30.0):
+        """Call service `name` (see `service`) and return its response; TimeoutError when it is
+        not there or does not answer within `timeout` seconds."""
         client = self.node.create_client(srv_type, self.service(name))
         try:
             if not client.wait_for_service(timeout_sec=timeout):
                 raise TimeoutError(f"service {self.service(name)} is not available")
-            future = client.call_async(request)
-            deadline = time.monotonic() + timeout
-            while not future.done() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if not future.done():
+            answered = threading.Event()
+            future = client.call_async(request if request is not None else srv_type.Request())
+            future.add_done_callback(lambda _: answered.set())
+            if not answered.wait(timeout):
                 raise TimeoutError(f"service {self.service(name)} did not answer in {timeout} s")
             return future.result()
         finally:
@@ -195,28 +197,30 @@ class FrameClient:
 
     def trigger(self, name: str, timeout: float = 30.0) -> tuple[bool, str]:
         """Call a std_srvs/Trigger service of the node; returns (success, message)."""
-        response = self._call(Trigger, name, Trigger.Request(), timeout)
+        response = self.call(Trigger, name, Trigger.Request(), timeout)
         return response.success, response.message
 
     def set_parameters(self, timeout: float = 10.0, **values) -> list[tuple[bool, str]]:
         """Set node parameters (dots in names written as '__'); returns (successful, reason) each."""
         request = SetParameters.Request(
             parameters=[Parameter(k.replace("__", "."), value=v).to_parameter_msg() for k, v in values.items()])
-        return [(r.successful, r.reason) for r in self._call(SetParameters, "set_parameters", request, timeout).results]
+        return [(r.successful, r.reason) for r in self.call(SetParameters, "set_parameters", request, timeout).results]
 
     def declared_parameters(self, timeout: float = 10.0) -> set[str]:
         """Names of every parameter the node has declared."""
-        return set(self._call(ListParameters, "list_parameters", ListParameters.Request(), timeout).result.names)
+        return set(self.call(ListParameters, "list_parameters", ListParameters.Request(), timeout).result.names)
 
-    def diagnostics(self, timeout: float = 5.0, after: float | None = None, predicate=None) -> dict | None:
-        """Newest perception status from /diagnostics as a dict of its values plus 'level' (int)
-        and 'message', optionally received after monotonic time `after` and satisfying `predicate`."""
+    def diagnostics(self, timeout: float = 5.0, after: float | None = None, predicate=None,
+                    component: str = "perception") -> dict | None:
+        """Newest status of a node in the client's namespace from /diagnostics ('<node>: `component`',
+        e.g. 'trainer' for trainer_node) as a dict of its values plus 'level' (int) and 'message',
+        optionally received after monotonic time `after` and satisfying `predicate`."""
         def find():
             for arrived, msg in reversed(self._received["/diagnostics"]):
                 if after is not None and arrived < after:
                     return None
                 for status in msg.status:
-                    if status.name.endswith(": perception") and self.namespace in "/" + status.name:
+                    if status.name.endswith(f": {component}") and self.namespace in "/" + status.name:
                         found = {kv.key: kv.value for kv in status.values}
                         found.update(level=int.from_bytes(status.level, "little"), message=status.message)
                         if predicate is None or predicate(found):

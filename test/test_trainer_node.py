@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -113,41 +114,11 @@ class Graph:
         """Newest trainer status received after monotonic time `after` (default: now) that
         satisfies `predicate`, as a dict of its values plus 'level' and 'message'."""
         after = time.monotonic() if after is None else after
-
-        def find():
-            with self.client._cond:
-                received = list(self.client._received["/diagnostics"])
-            for arrived, msg in reversed(received):
-                if arrived < after:
-                    return None
-                for status in msg.status:
-                    if status.name == f"{NS}/trainer_node: trainer":
-                        found = {kv.key: kv.value for kv in status.values}
-                        found.update(level=int.from_bytes(status.level, "little"), message=status.message)
-                        if predicate(found):
-                            return found
-            return None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = find()
-            if found:
-                return found
-            time.sleep(0.1)
-        return None
+        return self.client.diagnostics(timeout, after, predicate, component="trainer")
 
     def call(self, service: str, request=None, srv_type=Trigger, timeout=30.0):
         """Call a service of a node under test and return its response."""
-        cli = self.client.node.create_client(srv_type, service)
-        try:
-            assert cli.wait_for_service(timeout_sec=timeout), f"{service} not available"
-            future = cli.call_async(request if request is not None else srv_type.Request())
-            deadline = time.monotonic() + timeout
-            while not future.done() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert future.done(), f"{service} did not answer"
-            return future.result()
-        finally:
-            self.client.node.destroy_client(cli)
+        return self.client.call(srv_type, service, request, timeout)
 
     def wait_trainer_connected(self, proc, name, timeout=40.0):
         """Until the trainer writing to tmp/`name` publishes diagnostics and subscribes to the
@@ -253,20 +224,22 @@ def test_a_poisoned_stream_or_a_diverging_run_never_deploys(graph):
         graph.wait_trainer_connected(proc, "poisoned")
         constant = np.full_like(graph.images[0], 90)
         nan = np.full((64, 128), np.nan, np.float32)
-        since = time.monotonic()
-        status = None
-        while status is None and time.monotonic() - since < 30:
+        status = graph.trainer_status()
+        for _ in range(20):
+            if int(status["rejected"]) >= 3 and int(status["frames_undecodable"]) >= 3:
+                break
             graph.frame(constant)
             graph.t += 0.2
-            stamp = stamp_msg(graph.t)
-            header = Header(stamp=stamp, frame_id="camera_optical")
+            header = Header(stamp=stamp_msg(graph.t), frame_id="camera_optical")
             graph.client.send_messages(
                 Image(header=header, height=64, width=128, encoding="32FC1", step=512, data=nan.tobytes()),
                 CameraInfo(header=header, width=128, height=64, k=graph.K.reshape(9).tolist()))
-            time.sleep(0.1)  # the trainer's sensor-data subscription keeps only the newest frame
-            status = graph.trainer_status(lambda d: int(d["rejected"]) >= 3 and int(d["frames_undecodable"]) >= 3,
-                                          timeout=0.1, after=since)
-        assert status is not None, f"{graph.trainer_status()}\n{graph.log('poisoned.log')}"
+            # the trainer's sensor-data subscription keeps only the newest frame: the next pair
+            # goes out once the trainer has taken both of these (or one was lost on the way)
+            received = int(status["frames_received"])
+            status = graph.trainer_status(lambda d: int(d["frames_received"]) >= received + 2) or graph.trainer_status()
+        assert int(status["rejected"]) >= 3 and int(status["frames_undecodable"]) >= 3, \
+            f"{status}\n{graph.log('poisoned.log')}"
         assert status["replay_fill"].startswith("0/") and status["state"] == "waiting for data"
 
         since = time.monotonic()
@@ -285,13 +258,31 @@ def test_a_poisoned_stream_or_a_diverging_run_never_deploys(graph):
         _stop(proc)
 
 
-def _wait_for_temp(directory: Path, timeout: float) -> Path | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for name in os.listdir(directory):
-            if name.startswith(".step_") and name.endswith(".tmp"):
-                return directory / name
-        time.sleep(0.002)
+def _checkpoint_temp(directory: Path) -> Path | None:
+    return next((directory / n for n in os.listdir(directory) if n.startswith(".step_") and n.endswith(".tmp")), None)
+
+
+def _stopped_mid_write(graph, proc, directory: Path, attempts: int = 20) -> Path | None:
+    """Ask the trainer to save and freeze it (SIGSTOP) while its checkpoint's temporary file
+    exists: frozen before the rename, the write is unfinished. A write that finished between the
+    look and the stop is let go (SIGCONT, its answer awaited) and another save is asked for.
+    Returns the temporary file, with `proc` stopped, or None when no attempt caught a write."""
+    cli = graph.client.node.create_client(Trigger, f"/{NS}/trainer_node/save")
+    assert cli.wait_for_service(timeout_sec=10)
+    for _ in range(attempts):
+        future = cli.call_async(Trigger.Request())
+        temp = None
+        while temp is None and not future.done():  # the write lasts milliseconds: look often
+            temp = _checkpoint_temp(directory)
+            time.sleep(0.001)
+        if temp is not None:
+            proc.send_signal(signal.SIGSTOP)
+            if temp.exists():
+                return temp
+            proc.send_signal(signal.SIGCONT)
+        answered = threading.Event()
+        future.add_done_callback(lambda _: answered.set())
+        assert answered.wait(30), "~/save did not answer"
     return None
 
 
@@ -308,17 +299,14 @@ def test_sigkill_mid_write_keeps_the_deployed_checkpoint_and_a_restart_resumes(g
         status = graph.trainer_status(lambda d: True, timeout=15)
         assert status["deployed_model_id"] == deployed_id and int(status["steps"]) == steps  # resumed
         assert status["state"] == "paused" and int(status["replay_fill"].split("/")[0]) > 0
-        cli = graph.client.node.create_client(Trigger, f"/{NS}/trainer_node/save")
-        assert cli.wait_for_service(timeout_sec=10)
-        cli.call_async(Trigger.Request())
-        temp = _wait_for_temp(ckpts, 20)
+        temp = _stopped_mid_write(graph, proc, ckpts)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        assert temp is not None, "no checkpoint write seen"
+        assert temp is not None, "no save was caught while writing"
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert temp.exists(), "the kill came after the write finished"
+    assert temp.exists()
     assert file_sha256(deployed)[:12] == deployed_id
     assert json.loads((ckpts / "manifest.json").read_text())["deployed"] == deployed
     load_checked_model(deployed, "cpu")
