@@ -2,7 +2,6 @@
 callback groups in pool threads that never hold the inputs up, each callback runs once, and a
 slow callback's exception reaches the spinner."""
 import threading
-import time
 
 import pytest
 import rclpy
@@ -15,11 +14,20 @@ from sa4depth_ros.executor import InlineExecutor
 from sa4depth_ros.qos import reliable_qos
 
 
-def _wait(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return predicate()
+def _matched(pub, timeout=15.0) -> bool:
+    """Until `pub` has a subscriber: rclpy offers no event for a match, so the graph is polled."""
+    poll = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if pub.get_subscription_count() > 0:
+            return True
+        poll.wait(0.01)
+    return pub.get_subscription_count() > 0
+
+
+def _answered(future, timeout=15.0) -> bool:
+    done = threading.Event()
+    future.add_done_callback(lambda _: done.set())
+    return done.wait(timeout)
 
 
 class _Server:
@@ -30,16 +38,27 @@ class _Server:
         self.slow = MutuallyExclusiveCallbackGroup()
         self.entered, self.release = threading.Event(), threading.Event()
         self.calls, self.ticks = [], []
+        self.changed = threading.Condition()
         self.node.create_service(Trigger, "slow", self._slow, callback_group=self.slow)
-        self.node.create_subscription(String, "ticks", lambda m: self.ticks.append(threading.get_ident()),
-                                      reliable_qos(20))
+        self.node.create_subscription(String, "ticks", self._tick, reliable_qos(20))
+
+    def _tick(self, msg) -> None:
+        with self.changed:
+            self.ticks.append(threading.get_ident())
+            self.changed.notify_all()
 
     def _slow(self, request, response):
-        self.calls.append(threading.get_ident())
+        with self.changed:
+            self.calls.append(threading.get_ident())
+            self.changed.notify_all()
         self.entered.set()
         self.release.wait(20.0)
         response.success = True
         return response
+
+    def wait(self, predicate, timeout=15.0) -> bool:
+        with self.changed:
+            return self.changed.wait_for(predicate, timeout)
 
 
 @pytest.fixture
@@ -72,22 +91,22 @@ def test_inputs_keep_flowing_in_the_spinning_thread_while_a_slow_callback_runs(c
     client = caller.create_client(Trigger, "slow")
     try:
         assert client.wait_for_service(timeout_sec=15.0)
-        assert _wait(lambda: pub.get_subscription_count() > 0)
+        assert _matched(pub)
         first = client.call_async(Trigger.Request())
         assert server.entered.wait(15.0)
         for i in range(5):
             pub.publish(String(data=str(i)))
         # the service is still blocked, yet every tick arrives, handled by the spinning thread
-        assert _wait(lambda: len(server.ticks) == 5), f"{len(server.ticks)} of 5 ticks while the service ran"
+        assert server.wait(lambda: len(server.ticks) == 5), f"{len(server.ticks)} of 5 ticks while the service ran"
         assert not first.done()
         assert set(server.ticks) == {spinner.ident}
         assert server.calls[0] != spinner.ident
         server.release.set()
-        assert _wait(first.done) and first.result().success
-        second = client.call_async(Trigger.Request())
-        assert _wait(second.done) and second.result().success
-        time.sleep(0.3)  # a request submitted twice would show up as a third call here
-        assert len(server.calls) == 2
+        assert _answered(first) and first.result().success
+        # one callback per request: the slow group runs one callback at a time, so a request run
+        # twice would be counted before the next request is answered
+        for n in (2, 3):
+            assert _answered(client.call_async(Trigger.Request())) and len(server.calls) == n
     finally:
         server.release.set()
         client_executor.shutdown(timeout_sec=1.0)
@@ -106,8 +125,7 @@ def test_an_exception_in_a_slow_callback_reaches_the_spinner(contexts):
     executor.add_node(node)
     try:
         with pytest.raises(RuntimeError, match="slow callback failed"):
-            deadline = time.monotonic() + 10.0
-            while time.monotonic() < deadline:
+            for _ in range(100):  # the timer fires every 50 ms; the failure surfaces at a later spin
                 executor.spin_once(timeout_sec=0.1)
     finally:
         executor.shutdown(timeout_sec=1.0)
