@@ -97,7 +97,6 @@ from std_msgs.msg import Header
 from sa4depth_ros.image_codec import rgb_to_msg
 from sa4depth_ros.qos import reliable_qos
 
-n = int(sys.argv[1])
 rclpy.init()
 node = rclpy.create_node("sync_test_publisher")
 try:
@@ -108,15 +107,14 @@ try:
         if time.monotonic() > deadline:
             sys.exit("no subscriber matched")
         time.sleep(0.02)
-    time.sleep(0.3)  # matching is not symmetric: let the subscriber see us too
-    for i in range(n):
+    print("matched", flush=True)
+    for line in sys.stdin:  # frame i when the test asks for it, after it received frame i - 1
+        i = int(line)
         image = rgb_to_msg(np.full((4, 6, 3), i, np.uint8), Header(frame_id="cam", stamp=Time(sec=100 + i)), "bgr8")
         # CameraInfo 5 ms after the image: pairs only by approximate time
         info = CameraInfo(header=Header(frame_id="cam", stamp=Time(sec=100 + i, nanosec=5_000_000)), width=6, height=4)
         image_pub.publish(image)
         info_pub.publish(info)
-        time.sleep(0.02)
-    time.sleep(0.5)
 finally:
     node.destroy_node()
     rclpy.try_shutdown()
@@ -124,9 +122,11 @@ finally:
 
 
 def _spin_until(executor, done, timeout):
+    """Spin until `done()` holds or `timeout` seconds passed; returns done()."""
     deadline = time.monotonic() + timeout
     while not done() and time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.02)
+    return done()
 
 
 def test_sync_end_to_end_with_publisher_process(ros_domain):
@@ -137,16 +137,25 @@ def test_sync_end_to_end_with_publisher_process(ros_domain):
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(node)
     pairs, images = [], []
-    make_image_info_sync(node, "cam/image", "cam/camera_info", lambda im, info: pairs.append((im, info)),
-                         sensor_qos(depth=5))
-    make_image_info_sync(node, "cam/image", None, lambda im, info: images.append((im, info)), sensor_qos(depth=5))
+    syncs = [make_image_info_sync(node, "cam/image", "cam/camera_info", lambda im, info: pairs.append((im, info)),
+                                  sensor_qos(depth=5)),
+             make_image_info_sync(node, "cam/image", None, lambda im, info: images.append((im, info)),
+                                  sensor_qos(depth=5))]
+    readers = [sub for sync in syncs for sub in sync.subscriptions]
     env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.Popen([sys.executable, "-c", _PUBLISHER, str(n)], env=env, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-c", _PUBLISHER], env=env, cwd=REPO, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lost = []
     try:
-        _spin_until(executor, lambda: (len(pairs) >= n and len(images) >= n) or proc.poll() is not None, 25)
-        _spin_until(executor, lambda: len(pairs) >= n and len(images) >= n, 0.5)  # stragglers after exit
+        assert proc.stdout.readline().strip() == "matched", proc.communicate(timeout=15)[1]
+        # matching is not symmetric: a best-effort reader drops what comes from a writer it has not matched yet
+        assert _spin_until(executor, lambda: all(r.get_publisher_count() > 0 for r in readers), 15)
+        for i in range(n):
+            proc.stdin.write(f"{i}\n")
+            proc.stdin.flush()
+            if not _spin_until(executor, lambda: len(pairs) > i - len(lost) and len(images) > i - len(lost), 10):
+                lost.append(i)
         _, err = proc.communicate(timeout=15)
         assert proc.returncode == 0, err
     finally:
@@ -158,7 +167,7 @@ def test_sync_end_to_end_with_publisher_process(ros_domain):
         rclpy.try_shutdown(context=ctx)
 
     # best effort over loopback: allow a lost frame, never a wrong pair
-    assert len(pairs) >= n - 1, f"{len(pairs)} pairs"
+    assert len(lost) <= 1 and len(pairs) >= n - 1, f"{len(pairs)} pairs, frames {lost} lost"
     for image, info in pairs:
         i = image.header.stamp.sec - 100
         assert info.header.stamp.sec == image.header.stamp.sec and info.header.stamp.nanosec == 5_000_000
