@@ -2,11 +2,14 @@
 
     sa4depth-play bags/seq09 --rate 0.5 --clock
     sa4depth-play bags/seq09 --topics /kitti/camera_color_left/image_raw /kitti/camera_color_left/camera_info --loop
+    sa4depth-play bags/seq09 --ros-args -r __node:=player -r /clock:=/sim/clock    # as launch_ros runs it
 
 Messages go out as the recorded CDR bytes (no decode/encode), in bag-time order, at the
 recorded pace times `--rate`. Each topic's publisher uses the QoS the bag recorded for it
 (reliable only if every recorded publisher was; transient-local likewise), else reliable
 volatile, and `/tf_static` reliable transient-local so late subscribers still get the rig.
+ROS arguments after `--ros-args` (remappings, node name) go to rclpy; at the end the player prints
+how many messages it published on each topic.
 """
 from __future__ import annotations
 
@@ -14,11 +17,13 @@ import argparse
 import importlib
 import sys
 import time
+from collections import Counter
 
 import rclpy
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.utilities import remove_ros_args
 from rosbags.interfaces import QosDurability, QosHistory, QosReliability
 
 from sa4depth_core.data.bag_sequence import open_bag
@@ -81,6 +86,8 @@ class BagPlayer:
         reader: open reader from `sa4depth_core.data.bag_sequence.open_bag`.
         topics: topics to play (None = all whose message package is installed).
         clock_hz: publish rosgraph_msgs/Clock on /clock at this rate (0 = off).
+
+    `sent` counts the messages published per topic over every play().
     """
 
     def __init__(self, node, reader, bag_name: str, topics: list[str] | None = None, clock_hz: float = 0.0):
@@ -92,6 +99,7 @@ class BagPlayer:
         if missing:
             raise InputError(f"{bag_name}: no topic {missing}; the bag has {sorted(by_topic)}")
         self.connections, self.publishers, self.skipped = [], {}, []
+        self.sent = Counter()
         for topic in (topics or sorted(by_topic)):
             conns = by_topic[topic]
             types = {c.msgtype for c in conns}
@@ -159,6 +167,7 @@ class BagPlayer:
             if self.clock_pub is not None:
                 self._publish_clock(t)
             self.publishers[conn.topic].publish(bytes(raw))
+            self.sent[conn.topic] += 1
             count += 1
         return count
 
@@ -168,8 +177,18 @@ class BagPlayer:
             pub.wait_for_all_acked(Duration(seconds=timeout_s))
 
 
+def sent_summary(player: BagPlayer) -> str:
+    """'N messages (topic: n, ...)' over every topic the player publishes, zeros included."""
+    counts = {topic: player.sent[topic] for topic in sorted(player.publishers)}
+    return f"{sum(counts.values())} messages (" + ", ".join(f"{t}: {n}" for t, n in counts.items()) + ")"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line `sa4depth-play`; returns the process exit code."""
+    """Command line `sa4depth-play`; returns the process exit code.
+
+    `argv` (without the program name) may end with `--ros-args ...`, as launch_ros appends it to
+    every Node's command line: those arguments go to rclpy.init, the others to argparse.
+    """
     parser = argparse.ArgumentParser(prog="sa4depth-play", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bag", help="bag directory or .mcap/.db3 file")
@@ -183,15 +202,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.5, help="seconds to wait before playing (default 0.5)")
     parser.add_argument("--wait-subscribers", type=float, default=0.0, metavar="SECONDS",
                         help="before playing, wait up to SECONDS until every topic has a subscriber")
-    args = parser.parse_args(argv)
+    argv = ["sa4depth-play"] + list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(remove_ros_args(argv)[1:])
+    except RuntimeError as exc:  # rclpy's error for a malformed --ros-args section
+        parser.error(f"invalid ROS arguments: {exc}")
     if not args.rate > 0:
         print(f"sa4depth-play: error: --rate must be > 0, got {args.rate}", file=sys.stderr)
         return 2
 
     ensure_loopback_dds()
-    rclpy.init()
+    rclpy.init(args=argv)
     node = rclpy.create_node("sa4depth_play")
     log = node.get_logger()
+    player = None
     try:
         with open_bag(args.bag) as reader:
             player = BagPlayer(node, reader, args.bag, args.topics, args.clock)
@@ -205,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                 count = player.play(start, stop, args.rate)
                 if not rclpy.ok():  # Ctrl-C: rclpy's handler has shut the context down
                     break
-                log.info(f"published {count} messages from {args.bag}")
-                if not args.loop:
+                if args.loop:
+                    log.info(f"played {args.bag} through ({count} messages), again")
+                else:
                     player.flush()
                     break
     except InputError as exc:
@@ -215,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if player is not None:  # printed: after Ctrl-C the node can no longer log to /rosout
+            print(f"sa4depth-play: published {sent_summary(player)} from {args.bag}", flush=True)
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
