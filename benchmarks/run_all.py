@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "speed": ("speed", [], ["--repeats", "5"]),
     "refine_speed": ("refine_speed", [], []),
+    "backends": ("backends", [], ["--repeats", "3"]),
     "train_synthetic": ("train_synthetic", [], ["--minutes", "1"]),
     "train_synthetic_baseline": ("train_synthetic", ["--baseline"], ["--baseline", "--minutes", "1"]),
     "ablation": ("ablation", [], ["--steps", "5", "--seeds", "0", "--frames", "20"]),
