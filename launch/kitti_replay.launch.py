@@ -1,5 +1,5 @@
 """Replay a KITTI bag (written by sa4depth-kitti2bag) through the graph of sa4depth.launch.py,
-with RViz.
+with RViz when rviz2 is installed.
 
     ros2 launch sa4depth_ros kitti_replay.launch.py bag:=/data/kitti_00_bag checkpoint:=/path/model.pt
 

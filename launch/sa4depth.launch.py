@@ -7,14 +7,25 @@ online-learning trainer node and RViz.
 Parameters come from config/sa4depth.yaml (and config/trainer.yaml for the trainer); the
 arguments below override a few of them. kitti_replay.launch.py includes this file.
 `sa4depth-run` starts the same graph without the launch package (see sa4depth_ros/run.py).
+RViz is optional (package.xml does not depend on it): use_rviz:=true starts it in the nodes'
+namespace when rviz2 is installed and only logs a note when it is not.
 """
+from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, LogInfo
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+
+def _installed(package: str) -> bool:
+    try:
+        get_package_prefix(package)
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def generate_launch_description():
@@ -80,13 +91,19 @@ def generate_launch_description():
         remappings=inputs,
         condition=IfCondition(LaunchConfiguration("online_learning")),
     )
-    rviz = Node(
-        package="rviz2",
-        executable="rviz2",
-        name="rviz2",
-        arguments=["-d", LaunchConfiguration("rviz_config")],
-        parameters=[{"use_sim_time": use_sim_time}],
-        remappings=[("/image", LaunchConfiguration("image_topic"))],
-        condition=IfCondition(LaunchConfiguration("use_rviz")),
-    )
+    if _installed("rviz2"):
+        rviz = Node(
+            package="rviz2",
+            executable="rviz2",
+            name="rviz2",
+            namespace=LaunchConfiguration("namespace"),  # the config's topics are relative
+            arguments=["-d", LaunchConfiguration("rviz_config")],
+            parameters=[{"use_sim_time": use_sim_time}],
+            remappings=[("image", LaunchConfiguration("image_topic"))],
+            condition=IfCondition(LaunchConfiguration("use_rviz")),
+        )
+    else:
+        rviz = LogInfo(msg="rviz2 is not installed, so RViz does not start (install ros-$ROS_DISTRO-rviz2, "
+                           "or pass use_rviz:=false)",
+                       condition=IfCondition(LaunchConfiguration("use_rviz")))
     return LaunchDescription(arguments + [perception, trainer, rviz])

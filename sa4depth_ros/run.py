@@ -85,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"image topic (default: image, or {KITTI_IMAGE} with --bag)")
     p.add_argument("--camera-info-topic", default=None,
                    help=f"CameraInfo topic (default: camera_info, or {KITTI_INFO} with --bag)")
-    p.add_argument("--namespace", default="", help="namespace of the perception node")
+    p.add_argument("--namespace", default="", help="namespace of the nodes (and of RViz)")
     p.add_argument("--scale-mode", default=None, choices=("relative", "fixed", "camera_height"),
                    help="default: relative, or camera_height with --bag")
     p.add_argument("--camera-height", default="1.65", help="metres above the road, for scale mode camera_height")
@@ -136,8 +136,9 @@ def build_graph(args: argparse.Namespace) -> list[NodeSpec]:
         graph.append(NodeSpec(PACKAGE, "trainer_node", name="trainer_node", namespace=args.namespace,
                               parameters=trainer, params_file=args.trainer_params_file, remappings=inputs))
     if args.rviz:
-        graph.append(NodeSpec("rviz2", "rviz2", name="rviz2", arguments=["-d", args.rviz_config],
-                              parameters={"use_sim_time": sim_time}, remappings=[("/image", inputs[0][1])]))
+        graph.append(NodeSpec("rviz2", "rviz2", name="rviz2", namespace=args.namespace,
+                              arguments=["-d", args.rviz_config], parameters={"use_sim_time": sim_time},
+                              remappings=[("image", inputs[0][1])]))
     return graph
 
 

@@ -1,9 +1,11 @@
 """Launch files, YAML, RViz config and sa4depth-run agree with each other and with the node.
 
-`launch` cannot be installed here, so the launch files are read with `ast`: every Node they start
-must be a console script of setup.py (or rviz2), every parameter they or the YAML set must be one
-the node declares, with a valid value, and sa4depth-run must build the same graphs. The last tests
-start the graph with sa4depth-run and talk to it over loopback DDS.
+The launch files are read with `ast`, so these checks run without the `launch` package (pip-only
+installs): every Node they start must be a console script of setup.py (or rviz2), every parameter
+they or the YAML set must be one the node declares, with a valid value, and sa4depth-run must build
+the same graphs. The last tests start the graph with sa4depth-run, the pip-only fallback, and talk
+to it over loopback DDS; test_launch_run.py runs the launch files themselves under
+launch.LaunchService from a colcon install space.
 """
 import ast
 import os
@@ -190,6 +192,9 @@ def test_launch_nodes_exist_and_set_declared_parameters(launch_file):
             assert node["overrides"]["device"] == ("arg", "device")
             assert arguments["checkpoint"] == trainer_yaml["init_checkpoint"]
             assert arguments["device"] == trainer_yaml["device"]
+        if node["executable"] == "rviz2":  # the config's relative topics resolve in the nodes' namespace
+            assert node["namespace"] == ("arg", "namespace")
+            assert node["remappings"] == [("image", ("arg", "image_topic"))]
     for option in (OPTION_NAMES.get(a, a) for a in arguments):
         assert any(action.dest == option for action in run.parser()._actions), f"sa4depth-run lacks --{option}"
 
@@ -210,6 +215,8 @@ def _resolve(value, arguments, given):
 
 @pytest.mark.parametrize("launch_file, argv, given", [
     ("sa4depth.launch.py", ["--rviz"], {"use_rviz": "true"}),
+    ("sa4depth.launch.py", ["--rviz", "--namespace", "car", "--image-topic", "/cam/image"],
+     {"use_rviz": "true", "namespace": "car", "image_topic": "/cam/image"}),
     ("sa4depth.launch.py", ["--online-learning", "--checkpoint", "/m.pt", "--namespace", "car"],
      {"online_learning": "true", "checkpoint": "/m.pt", "namespace": "car"}),
     ("kitti_replay.launch.py", ["--bag", "/b", "--online-learning", "--device", "cpu"],
@@ -249,10 +256,11 @@ def test_rviz_config_shows_the_node_outputs_in_the_odom_frame():
     for d in config["Displays"]:
         if "Topic" in d:
             shown[d["Class"].split("/")[1]].append(d["Topic"]["Value"])
-    assert sorted(shown["Image"]) == ["/depth/color", "/image"]
-    assert shown["PointCloud2"] == ["/points"] and shown["Odometry"] == ["/odom"] and shown["Path"] == ["/path"]
+    # relative names: RViz started in the nodes' namespace shows that namespace's topics
+    assert sorted(shown["Image"]) == ["depth/color", "image"]
+    assert shown["PointCloud2"] == ["points"] and shown["Odometry"] == ["odom"] and shown["Path"] == ["path"]
     assert {"TF", "Grid"} <= set(shown)
-    assert {t.lstrip("/") for ts in shown.values() for t in ts} <= set(TOPICS) | {"image"}
+    assert {t for ts in shown.values() for t in ts} <= set(TOPICS) | {"image"}
 
 
 def test_dry_run_prints_ros_args():
