@@ -41,13 +41,14 @@ PYTHON_DIR = f"python{sys.version_info.major}.{sys.version_info.minor}"
 def install_space(tmp_path_factory):
     """A colcon install space of this package (isolated layout: <install>/sa4depth_ros)."""
     root = tmp_path_factory.mktemp("colcon")
-    colcon = Path(sys.prefix, "bin", "colcon")
-    assert colcon.is_file(), f"{colcon} missing: run make setup (scripts/install_ros2_launch.sh)"
     env = dict(os.environ, COLCON_HOME=str(root / "colcon_home"))  # no user defaults or mixins
-    done = subprocess.run([str(colcon), "--log-base", str(root / "log"), "build", "--paths", str(REPO),
-                           "--build-base", str(root / "build"), "--install-base", str(root / "install")],
+    # `python -m colcon`, as in the README's venv install: this interpreter runs setup.py, so the
+    # installed scripts start with it
+    done = subprocess.run([sys.executable, "-m", "colcon", "--log-base", str(root / "log"), "build",
+                           "--paths", str(REPO), "--build-base", str(root / "build"),
+                           "--install-base", str(root / "install")],
                           cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, f"colcon build failed (is colcon installed? make setup):\n{done.stdout}{done.stderr}"
     return root / "install"
 
 
@@ -74,6 +75,7 @@ def test_colcon_build_installs_scripts_launch_files_and_config(install_space):
     for script in ("perception_node", "trainer_node", "sa4depth-play"):
         path = prefix / "lib" / PACKAGE / script  # where launch_ros looks for a package's executables
         assert path.is_file() and os.access(path, os.X_OK), path
+        assert path.read_text().startswith(f"#!{sys.executable}\n"), path
     site = prefix / "lib" / PYTHON_DIR / "site-packages"
     assert (site / "sa4depth_ros" / "perception_node.py").is_file() and (site / "sa4depth_core").is_dir()
 
