@@ -5,6 +5,7 @@
 # development machines and in CI), launch, launch_ros and colcon for the launch tests.
 # Idempotent: a finished set-up leaves .venv/.setup-done holding a hash of its inputs (these
 # scripts, the requirements, the vendored sources) and is skipped while they stay the same.
+# `setup_env.sh --hash` prints that hash and exits (e.g. as a cache key for .venv).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
@@ -17,6 +18,7 @@ vendor_hash() {
 }
 REQ_HASH="$( (cat "$ROOT"/scripts/*.sh "$ROOT"/scripts/requirements-launch.txt "$ROOT/requirements.txt"; vendor_hash) \
   | sha256sum | cut -c1-16)"
+if [[ "${1:-}" == "--hash" ]]; then echo "$REQ_HASH"; exit 0; fi
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$REQ_HASH" ]]; then
   echo "setup: $VENV is up to date"; exit 0
 fi
