@@ -95,7 +95,8 @@ def cmd_odom(args) -> dict | int:
         return cli_trajectory.run(args)
     if args.gt or args.est:
         forwarded = ["--gt", args.gt or "", "--est", args.est or "", "--align", args.align, "--format", args.format]
-        return cli_odometry.main(forwarded + (["--json", args.json] if args.json else []))
+        return cli_odometry.main(forwarded + (["--json", args.json] if args.json else [])
+                                 + (["--plot", args.plot] if args.plot else []))
     device = _device(args.device)
     loaded = load_model(args.checkpoint, device)
     out: dict = {"model": loaded.model_id, "sequences": {}}

@@ -2,7 +2,8 @@
 
 Reads KITTI (12 numbers per line: row-major 3x4 camera-to-world) or TUM
 (`timestamp tx ty tz qx qy qz qw`) files through data.pose_io, prints the kitti-odom-eval
-numbers plus the 5-frame snippet ATE, and optionally writes them to JSON.
+numbers plus the 5-frame snippet ATE, and optionally writes them to JSON and a top-view plot
+of both trajectories after the same alignment.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sa4depth_core.errors import InputError
 from sa4depth_core.eval.odometry_metrics import (ALIGNMENTS, absolute_to_relative,
                                                  odometry_errors, snippet_ate)
 from sa4depth_core.eval.report import format_table, write_json
+from sa4depth_core.eval.trajectory_plot import plot_trajectories
 
 
 def _check_increasing(path: str | Path, stamps: np.ndarray) -> None:
@@ -72,13 +74,16 @@ def load_trajectory_pair(gt_path: str | Path, est_path: str | Path, fmt: str,
 
 
 def evaluate_trajectory_files(gt_path: str | Path, est_path: str | Path, fmt: str = "kitti",
-                              alignment: str = "none", max_dt: float = 0.01) -> dict:
-    """kitti-odom-eval numbers plus the 5-frame snippet ATE for one pair of files."""
+                              alignment: str = "none", max_dt: float = 0.01, plot: str | Path | None = None) -> dict:
+    """kitti-odom-eval numbers plus the 5-frame snippet ATE for one pair of files; with `plot`,
+    also a top view of both (`plot_trajectories`, the same alignment) whose path is in `plot`."""
     gt, est = load_trajectory_pair(gt_path, est_path, fmt, max_dt)
     result = odometry_errors(gt, est, alignment)
     snippets = snippet_ate(absolute_to_relative(est), gt)
     result["ate_5frame_mean"] = snippets["mean"]
     result["ate_5frame_std"] = snippets["std"]
+    if plot is not None:
+        result["plot"] = plot_trajectories(plot, gt, est, alignment, f"{Path(est_path).name} vs {Path(gt_path).name}").path
     return result
 
 
@@ -99,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-dt", type=float, default=0.01,
                         help="TUM only: timestamp association tolerance in s (default: 0.01)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--plot", type=Path, help="top-view PNG of both trajectories after the alignment "
+                                                  "(default: next to --json)")
     return parser
 
 
@@ -106,8 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `sa4depth-eval odom`; returns the process exit code (2 on bad input)."""
     args = build_parser().parse_args(argv)
     try:
+        plot = args.plot or (args.json.with_suffix(".png") if args.json is not None else None)
         result = evaluate_trajectory_files(args.gt, args.est, args.format, args.align,
-                                           args.max_dt)
+                                           args.max_dt, plot)
         row = {"align": result["alignment"], "scale": result["scale"],
                "t_err(%)": result["t_err"], "r_err(deg/100m)": result["r_err"],
                "ATE(m)": result["ate"], "RPE(m)": result["rpe_trans"],
@@ -118,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            label_header="trajectory"))
         if result["num_segments"] == 0:
             print("note: the trajectory is shorter than 100 m, so t_err / r_err are undefined")
+        if plot is not None:
+            print(f"wrote {result['plot']}")
         if args.json is not None:
             write_json(args.json, {"gt": args.gt, "est": args.est, "format": args.format,
                                    **result})

@@ -34,12 +34,7 @@ from ..data.bag_sequence import (
 from ..data.pose_io import load_kitti_poses, load_tum_poses
 from ..errors import InputError
 from ..infer import DepthPredictor, load_model, select_device
-from .odometry_metrics import (
-    absolute_to_relative,
-    align_trajectories,
-    odometry_errors,
-    snippet_ate,
-)
+from .odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate
 from .report import format_table
 from .trajectory_plot import depth_strip, plot_trajectories
 
@@ -137,7 +132,8 @@ def _camera_frame(reader) -> str:
 def evaluate(args) -> dict:
     """Match estimate and ground truth from files and/or a bag and compute the odometry metrics.
 
-    Returns the metrics dict plus `_gt` / `_est`: the aligned (N,4,4) trajectories for plotting.
+    Returns the metrics dict plus `_gt` / `_est`: the matched (N,4,4) trajectories before the
+    alignment, which `plot_trajectories` applies the same way as the metrics.
     """
     where = str(args.bag) if args.bag else "sa4depth-eval odom"
     with open_bag(args.bag) if args.bag else nullcontext() as reader:
@@ -164,10 +160,9 @@ def evaluate(args) -> dict:
         gt_m = gt_m @ change
     result = odometry_errors(gt_m, est_m, alignment=args.align)
     snippets = snippet_ate(absolute_to_relative(est_m), gt_m)
-    gt_aligned, est_aligned, _ = align_trajectories(gt_m, est_m, args.align)
     result.update(gt=gt_name, est=est_name, ate_5frame_mean=snippets["mean"], ate_5frame_std=snippets["std"],
                   body_frame=est_body or gt_body or None, matched_by="stamps" if stamps is not None else "line",
-                  _gt=gt_aligned, _est=est_aligned)
+                  _gt=gt_m, _est=est_m)
     return result
 
 
@@ -188,7 +183,7 @@ def _strip(args, plot: Path) -> Path | None:
 def run(args) -> dict:
     """`sa4depth-eval odom` in trajectory mode: print the table, write the plot (and depth strip)."""
     result = evaluate(args)
-    gt_aligned, est_aligned = result.pop("_gt"), result.pop("_est")
+    gt, est = result.pop("_gt"), result.pop("_est")
     row = {"align": result["alignment"], "scale": result["scale"], "t_err(%)": result["t_err"],
            "r_err(deg/100m)": result["r_err"], "ATE(m)": result["ate"], "RPE(m)": result["rpe_trans"],
            "RPE(deg)": result["rpe_rot"], "ATE5(m)": result["ate_5frame_mean"], "frames": result["num_frames"]}
@@ -198,10 +193,9 @@ def run(args) -> dict:
         print("note: the trajectory is shorter than 100 m, so t_err / r_err are undefined")
     plot = Path(args.plot) if args.plot else (Path(args.json).with_suffix(".png") if args.json else None)
     if plot is not None:
-        result["plot"] = plot_trajectories(plot, gt_aligned, est_aligned,
-                                           f"{Path(result['est']).name} vs GT, align {result['alignment']}, "
-                                           f"ATE {result['ate']:.3f} m")
-        print(f"wrote {result['plot']}")
+        drawn = plot_trajectories(plot, gt, est, result["alignment"], f"{Path(result['est']).name} vs ground truth")
+        result["plot"] = drawn.path
+        print(f"wrote {drawn.path}")
         strip = _strip(args, plot)
         if strip is not None:
             result["depth_strip"] = strip

@@ -9,6 +9,9 @@ from ..errors import InputError
 from .depth_metrics import evaluate_depth
 from .odometry_metrics import odometry_errors
 
+# Monocular odometry has no scale of its own: the headline ATE is after a Sim(3) fit.
+ALIGNMENT = "7dof"
+
 
 def match_frames(frame_stamps: np.ndarray, stamps: np.ndarray, tol: float = 1e-3) -> np.ndarray:
     """Index of the frame whose stamp is within `tol` s of each stamp, or -1.
@@ -33,7 +36,9 @@ def score_recording(seq: FrameSequence, frame_stamps: np.ndarray, depths: list[t
         depths: (stamp s, (h,w) depth with NaN invalid) per received depth image.
         trajectory: (stamps (M,), camera poses (M,4,4)) as saved by the node.
     Returns:
-        {depth: metrics, odometry: errors, depth_frames, depth_by_frame, odom_frames, trajectory}
+        {depth: metrics, odometry: errors, depth_frames, depth_by_frame, odom_frames, trajectory (M',4,4)
+        estimated poses matched to played frames, gt_poses (M',4,4) their ground truth, alignment: the
+        one behind the odometry errors, for `plot_trajectories(..., gt_poses, trajectory, alignment)`}
     """
     if not depths:
         raise InputError("no depth image was received: nothing to score")
@@ -54,10 +59,11 @@ def score_recording(seq: FrameSequence, frame_stamps: np.ndarray, depths: list[t
     odom_frames = o_idx[keep]
     est = np.asarray(poses)[keep]
     gt = np.stack([seq.pose(int(i)) for i in odom_frames])
-    errors = odometry_errors(gt, est, alignment="7dof")
+    errors = odometry_errors(gt, est, alignment=ALIGNMENT)
     scale_only = odometry_errors(gt, est, alignment="scale")
-    odometry = {"poses": int(keep.sum()), "ATE 7dof (m)": errors["ate"], "t_err 7dof (%)": errors["t_err"],
-                "r_err (deg/100m)": errors["r_err"], "ATE scale-only (m)": scale_only["ate"],
+    odometry = {"poses": int(keep.sum()), "ATE 7dof (m)": errors["ate"], "scale 7dof": errors["scale"],
+                "t_err 7dof (%)": errors["t_err"], "r_err (deg/100m)": errors["r_err"],
+                "ATE scale-only (m)": scale_only["ate"],
                 "GT length (m)": float(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum())}
     return {"depth": depth, "odometry": odometry, "depth_frames": frames, "depth_by_frame": depth_by_frame,
-            "odom_frames": odom_frames.tolist(), "trajectory": est}
+            "odom_frames": odom_frames.tolist(), "trajectory": est, "gt_poses": gt, "alignment": ALIGNMENT}

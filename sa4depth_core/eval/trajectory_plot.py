@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from sa4depth_core.errors import InputError
+
+from .odometry_metrics import align_trajectories, ate_rmse
 
 GT_COLOUR = (60, 160, 40)  # BGR green
 EST_COLOUR = (40, 60, 220)  # BGR red
@@ -27,40 +30,69 @@ def _nice_step(span: float, target_lines: int = 6) -> float:
     return next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
 
 
-def plot_trajectories(path: str | Path, gt: np.ndarray, est: np.ndarray | None = None, title: str = "",
-                      size: int = 800) -> Path:
-    """Write a top-view PNG of a ground-truth trajectory and (optionally) an aligned estimate.
+@dataclass
+class TrajectoryPlot:
+    """What `plot_trajectories` drew, in the ground truth's units: with an estimate, both in the
+    ground truth's first frame (as the odometry metrics see them); without one, as given.
+
+    gt: (N,3) ground-truth positions; est: (N,3) estimated positions after the alignment, or
+    None; scale: the scale the alignment applied to the estimate; ate: RMSE (m) between the drawn
+    positions (the odometry metrics' ATE for the same alignment), or None without an estimate.
+    """
+
+    path: Path
+    gt: np.ndarray
+    est: np.ndarray | None
+    alignment: str
+    scale: float
+    ate: float | None
+
+
+def plot_trajectories(path: str | Path, gt: np.ndarray, est: np.ndarray | None = None, alignment: str = "none",
+                      title: str = "", size: int = 800) -> TrajectoryPlot:
+    """Write a top-view PNG of a ground-truth trajectory and (optionally) an estimate aligned to it.
+
+    The estimate is aligned here, and only here, with `odometry_metrics.align_trajectories` (both
+    re-expressed in their first frame, then `alignment`): the same call behind the ATE that
+    `odometry_errors` reports for that alignment, so pass the raw matched poses, not aligned
+    ones. The legend gives the alignment, its scale factor and the ATE of what is drawn.
 
     The vertical axis is the coordinate of the GT positions with the least spread; the other two
     are drawn (x right, z up for camera frames; x right, y up for z-up frames), with a metric grid.
 
     Args:
-        gt: (N,4,4) poses; est: (M,4,4) poses in the same frame and units (already aligned).
+        gt: (N,4,4) poses; est: (N,4,4) poses matched to gt one to one (any frame and scale).
+        alignment: one of odometry_metrics.ALIGNMENTS; used only with an estimate.
     Returns:
-        the PNG path.
+        what was drawn (TrajectoryPlot).
     """
     gt = np.asarray(gt, np.float64)
     if gt.ndim != 3 or gt.shape[1:] != (4, 4) or len(gt) < 1 or not np.all(np.isfinite(gt)):
         raise InputError(f"trajectory plot needs finite (N,4,4) ground-truth poses, got shape {gt.shape}")
-    tracks = [(gt[:, :3, 3], GT_COLOUR, "ground truth")]
+    scale, ate, est_xyz = 1.0, None, None
     if est is not None:
         est = np.asarray(est, np.float64)
         if est.ndim != 3 or est.shape[1:] != (4, 4) or not np.all(np.isfinite(est)):
             raise InputError(f"trajectory plot needs finite (M,4,4) estimated poses, got shape {est.shape}")
-        tracks.append((est[:, :3, 3], EST_COLOUR, "estimate"))
+        gt, est, scale = align_trajectories(gt, est, alignment)
+        est_xyz = est[:, :3, 3]
+        ate = ate_rmse(gt, est)
+    tracks = [(gt[:, :3, 3], GT_COLOUR, "ground truth")]
+    if est_xyz is not None:
+        tracks.append((est_xyz, EST_COLOUR, f"estimate, {alignment} aligned: scale x{scale:.4g}, ATE {ate:.3g} m"))
     up = int(np.argmin(np.ptp(gt[:, :3, 3], axis=0))) if len(gt) > 1 else 1
     a, b = _VIEW_AXES[up]
     points = [np.stack([p[:, a], p[:, b]], axis=1) for p, _, _ in tracks]
     everything = np.concatenate(points)
     lo, hi = everything.min(0), everything.max(0)
     span = max(float((hi - lo).max()), 1e-6)
-    margin, header = 60, 50
-    scale = (size - 2 * margin) / span
+    margin, header = 60, 75
+    scale_px = (size - 2 * margin) / span
     centre = (lo + hi) / 2
 
     def to_px(p: np.ndarray) -> np.ndarray:
-        u = size / 2 + (p[:, 0] - centre[0]) * scale
-        v = header + (size - header) / 2 - (p[:, 1] - centre[1]) * scale
+        u = size / 2 + (p[:, 0] - centre[0]) * scale_px
+        v = header + (size - header) / 2 - (p[:, 1] - centre[1]) * scale_px
         return np.round(np.stack([u, v], axis=1) * 16).astype(np.int32)  # 4 fractional bits
 
     canvas = np.full((size + header, size, 3), 255, np.uint8)
@@ -81,11 +113,11 @@ def plot_trajectories(path: str | Path, gt: np.ndarray, est: np.ndarray | None =
     x = 10
     for _, colour, label in tracks:
         cv2.line(canvas, (x, 38), (x + 25, 38), colour, 3, cv2.LINE_AA)
-        cv2.putText(canvas, label, (x + 32, 43), cv2.FONT_HERSHEY_SIMPLEX, 0.5, _TEXT, 1, cv2.LINE_AA)
-        x += 45 + 9 * len(label)
+        cv2.putText(canvas, label, (x + 32, 43), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _TEXT, 1, cv2.LINE_AA)
+        x += 45 + 8 * len(label)
     cv2.putText(canvas, f"grid {step:g} m   {_VIEW_NAMES[a]} right, {_VIEW_NAMES[b]} up   o = start",
-                (x + 10, 43), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _TEXT, 1, cv2.LINE_AA)
-    return _write_png(path, canvas)
+                (10, 66), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _TEXT, 1, cv2.LINE_AA)
+    return TrajectoryPlot(_write_png(path, canvas), tracks[0][0], est_xyz, alignment, scale, ate)
 
 
 def colorize_depth(depth: np.ndarray, min_depth: float | None = None, max_depth: float | None = None,
