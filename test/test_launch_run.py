@@ -96,9 +96,10 @@ class _Run:
         self.path = Path(get_package_share_directory(PACKAGE), "launch", launch_file)
         self.started, self.exited = {}, {}
         self.service = LaunchService()
+        on_start = OnProcessStart(on_start=lambda event, _: self.started.update({event.pid: event.cmd}))
+        on_exit = OnProcessExit(on_exit=lambda event, _: self.exited.update({event.pid: event.returncode}))
         self.service.include_launch_description(LaunchDescription([
-            RegisterEventHandler(OnProcessStart(on_start=lambda event, _: self.started.update({event.pid: event.cmd}))),
-            RegisterEventHandler(OnProcessExit(on_exit=lambda event, _: self.exited.update({event.pid: event.returncode}))),
+            RegisterEventHandler(on_start), RegisterEventHandler(on_exit),
             IncludeLaunchDescription(PythonLaunchDescriptionSource(str(self.path)), launch_arguments=arguments.items()),
         ]))
 
