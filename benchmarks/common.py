@@ -60,7 +60,7 @@ def synthetic(name: str, frames: int, height: int, width: int, seed: int, trajec
 def train(cfg_overrides: list[str], train_seqs: list[tuple[Path, str]], out_dir: Path, log=print) -> Trainer:
     """Train from scratch into `out_dir` (emptied first: a run never starts from an older one's files)."""
     shutil.rmtree(out_dir, ignore_errors=True)
-    cfg = load_config(None, cfg_overrides + [f"train.out_dir={out_dir}", "train.progress=false"])
+    cfg = load_config(None, cfg_overrides + [f"train.out_dir={out_dir}"])
     seqs = [KittiOdometrySequence(r, s) for r, s in train_seqs]
     data = TripletDataset(seqs, cfg.model.height, cfg.model.width, augment=cfg.data.augment, seed=cfg.train.seed)
     trainer = Trainer(cfg, data, None, log=log)

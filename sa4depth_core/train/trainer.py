@@ -23,6 +23,7 @@ from ..networks.depth_decoder import disp_to_depth
 from ..networks.monodepth2_io import load_monodepth2_folder
 from ..objective import compute_losses
 from .distributed import all_reduce_mean, init_distributed, shutdown
+from .progress import TrainProgress
 
 
 class LossModule(nn.Module):
@@ -248,12 +249,10 @@ class Trainer:
             scheduler.step()
         start = time.time()
         val: dict = {}
-        total_steps = t.max_steps or t.epochs * len(loader)
-        bar = None
+        progress = None
         if t.progress and self.dist.is_main:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total_steps, initial=self.step, desc="train", dynamic_ncols=True)
+            progress = TrainProgress(t.max_steps or t.epochs * len(loader), t.max_minutes, self.step, self.log,
+                                     every=t.log_every)
         done = False
         try:
             while not done and self.epoch < t.epochs:
@@ -267,9 +266,8 @@ class Trainer:
                         self.log(f"step {self.step}: non-finite loss or gradient, step skipped")
                         continue
                     self.step += 1
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{stats['loss']:.4f}")
+                    if progress is not None:
+                        progress.update(self.step, stats["loss"])
                     if self.step % t.log_every == 0:
                         stats = all_reduce_mean(stats, self.dist, self.device)
                         if csv_log:
@@ -290,8 +288,8 @@ class Trainer:
                     self.epoch += 1
                     scheduler.step()
         finally:
-            if bar is not None:
-                bar.close()
+            if progress is not None:
+                progress.close()
             if csv_log:
                 csv_log.close()
         return val
