@@ -7,8 +7,9 @@ For each network size (default 96x320 and 192x640), in one run, with the same we
    which moved the core's own median by 10-20 % between 30-frame runs here; end-to-end latency,
    throughput and overhead over the core;
 2. ROS open loop: --frames frames published at --rate-factor x the closed-loop frame rate, so
-   the node must drop frames; its output rate, dropped count and resident memory (RSS) at the start,
-   middle and end, which must stay flat.
+   the node must drop frames; its output rate, resident memory (RSS) at the start, middle and end,
+   which must stay flat, and where the frames went: sent, received, dropped stale, processed,
+   published by the node, received back (sa4depth_ros.frame_accounting).
 
     python benchmarks/node_latency.py                       # 300 frames per size
     python benchmarks/node_latency.py --frames 10000        # the long memory run
@@ -41,6 +42,7 @@ from sa4depth_core.data.synth import generate_sequence  # noqa: E402
 from sa4depth_core.infer import load_model  # noqa: E402
 from sa4depth_core.model import SA4DepthModel  # noqa: E402
 from sa4depth_core.pipeline import PerceptionPipeline, PipelineOptions  # noqa: E402
+from sa4depth_ros.frame_accounting import account_frames, counts_since, node_settled  # noqa: E402
 from sa4depth_ros.frame_client import FrameClient  # noqa: E402
 from sa4depth_ros.ros_env import ensure_loopback_dds  # noqa: E402
 
@@ -112,9 +114,24 @@ def side_by_side(client: FrameClient, proc, core, core_frame, images, K, args, t
             "paired": float(np.median(ratios)) - 1.0}, core_ms
 
 
+def settled_status(client: FrameClient, after: float, published_before: dict | None = None) -> dict:
+    """The node's newest diagnostics once every frame it received has met its fate and, given the
+    status `published_before` the client's counts were cleared at, the client holds each depth
+    image published since; {} if that takes over 30 s."""
+    def settled(d):
+        if not node_settled(d):
+            return False
+        if published_before is None:
+            return True
+        published = counts_since(d, published_before)["frames_published"]
+        return published == "n/a" or client.count("depth") >= published
+    return client.diagnostics(timeout=30.0, after=after, predicate=settled) or {}
+
+
 def open_loop(client: FrameClient, proc, images, K, rate: float, args, t0: float) -> dict:
     """--frames frames at `rate` Hz; RSS of the node at start, middle, end and its largest of
-    ten samples spread over the run."""
+    ten samples spread over the run; where the frames went (frame_accounting)."""
+    before = settled_status(client, time.monotonic())  # the node counts since it started
     client.clear()
     rss = {"start": _rss_mb(proc.pid)}
     period, start = 1.0 / rate, time.monotonic()
@@ -127,13 +144,13 @@ def open_loop(client: FrameClient, proc, images, K, rate: float, args, t0: float
         if i % max(1, args.frames // 10) == 0:
             rss["max"] = max(rss.get("max", 0.0), _rss_mb(proc.pid))
     sent_for = time.monotonic() - start
-    time.sleep(2.0)  # let the frame in progress finish
+    diag = settled_status(client, time.monotonic(), before)
     rss["end"] = _rss_mb(proc.pid)
     rss["max"] = max(rss["max"], rss["end"])
     received = client.count("depth")
-    diag = client.diagnostics(timeout=5.0, after=time.monotonic())
+    frames, losses = account_frames(args.frames, counts_since(diag, before), {"depth": received})
     return {"in_hz": args.frames / sent_for, "out_hz": received / sent_for, "received": received,
-            "dropped": diag.get("dropped_frames", "?") if diag else "?", "rss": rss}
+            "frames": frames, "losses": losses, "rss": rss}
 
 
 def measure(size, args, domain: int) -> dict:
@@ -200,13 +217,22 @@ def main(argv=None) -> int:
               f"{100 * ros['paired']:+.0f} % | {ros['lost']} | "
               f"{ros['node_inference_p50']:.1f} | {ros['node_latency_p50']:.1f} |")
     print(f"\n### Open loop: {args.frames} frames at {args.rate_factor:g}x the node's closed-loop frame rate\n")
-    print("| size (HxW) | input Hz | output Hz | depth received | dropped (node) "
-          "| RSS start MB | RSS middle MB | RSS end MB | RSS max MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| size (HxW) | input Hz | output Hz | depth received | RSS start MB | RSS middle MB | RSS end MB "
+          "| RSS max MB |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         o = r["open"]
-        print(f"| {r['size']} | {o['in_hz']:.1f} | {o['out_hz']:.1f} | {o['received']} | {o['dropped']} | "
+        print(f"| {r['size']} | {o['in_hz']:.1f} | {o['out_hz']:.1f} | {o['received']} | "
               f"{o['rss']['start']:.0f} | {o['rss'].get('middle', float('nan')):.0f} | {o['rss']['end']:.0f} | {o['rss']['max']:.0f} |")
+    stages = list(results[0]["open"]["frames"])
+    print(f"\n### Open loop: where the frames went (sent by this script -> perception_node -> its depth back)\n")
+    print("| size (HxW) | " + " | ".join(stages) + " |")
+    print("|---|" + "---|" * len(stages))
+    for r in results:
+        print(f"| {r['size']} | " + " | ".join(str(r["open"]["frames"][k]) for k in stages) + " |")
+    for r in results:
+        for finding in r["open"]["losses"]:
+            print(f"- {r['size']}: {finding}")
     return 0
 
 

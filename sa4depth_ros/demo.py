@@ -22,14 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+from sa4depth_core.data.bag_sequence import open_bag
 from sa4depth_core.data.kitti2bag import ODOMETRY_EPOCH_S, convert
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.pose_io import load_tum_poses, save_kitti_poses, save_tum_poses
 from sa4depth_core.data.synth import generate_sequence
-from sa4depth_core.eval.recorded import score_recording
+from sa4depth_core.eval.recorded import match_frames, score_recording
 from sa4depth_core.eval.report import format_table, write_json
-from sa4depth_core.eval.trajectory_plot import depth_strip, plot_trajectories
+from sa4depth_core.eval.trajectory_plot import TrajectoryPlot, depth_strip, plot_trajectories
 
+from .frame_accounting import account_frames, count, frame_ranges, node_settled
 from .image_codec import msg_to_depth
 from .ros_env import ensure_loopback_dds
 from .stamps import stamp_seconds
@@ -71,8 +73,7 @@ def get_model(args, out: Path, log) -> Path:
     generate_sequence(data, "00", num_frames=args.train_frames, height=h, width=w, seed=0, overwrite=True)
     cfg = load_config(None, [f"model.height={h}", f"model.width={w}", "train.batch_size=6", "train.epochs=1000",
                              f"train.max_minutes={args.train_minutes}", "train.val_every=1000000",
-                             "train.save_every=1000000", "train.lr=2e-4", f"train.out_dir={run}",
-                             "train.progress=false"])
+                             "train.save_every=1000000", "train.lr=2e-4", f"train.out_dir={run}"])
     log(f"model: training one for {args.train_minutes:g} min on a generated sequence (sa4depth-train does the same "
         f"with model.height={h} model.width={w})")
     trainer = Trainer(cfg, TripletDataset(KittiOdometrySequence(data, "00"), h, w, augment=True), None, log=log)
@@ -80,8 +81,16 @@ def get_model(args, out: Path, log) -> Path:
     return model
 
 
-def run_graph(bag: Path, checkpoint: Path, domain: int, rate: float, traj_dir: Path, log):
-    """Node + player as processes; returns the recorder's depth and odom messages."""
+def images_in_bag(bag: Path, topic: str = IMAGE_TOPIC) -> int:
+    """How many messages the bag holds on `topic` (what the player sends of it)."""
+    with open_bag(bag) as reader:
+        return sum(1 for _ in reader.messages([c for c in reader.connections if c.topic == topic]))
+
+
+def run_graph(bag: Path, checkpoint: Path, domain: int, rate: float, traj_dir: Path, log) -> dict:
+    """Node + player as processes. Returns {depth: [(stamp s, (h,w) depth)], odom: count, trajectory:
+    (stamps, poses) the node saved, node: its final diagnostics values, output_hz: depth images per
+    second as they arrived}."""
     from .frame_client import FrameClient
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE=os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"])
@@ -91,24 +100,30 @@ def run_graph(bag: Path, checkpoint: Path, domain: int, rate: float, traj_dir: P
          "-r", f"image:={IMAGE_TOPIC}", "-r", f"camera_info:={INFO_TOPIC}"], env=env)
     # The client never publishes: its image topics match the bag's only so that wait_connected
     # can tell when the node subscribed to them.
-    client = FrameClient(domain, topics=("depth", "odom"), keep=100000, image_topic=IMAGE_TOPIC,
+    client = FrameClient(domain, topics=("depth", "odom"), tf=False, keep=100000, image_topic=IMAGE_TOPIC,
                          camera_info_topic=INFO_TOPIC)
     try:
         if not client.wait_connected(timeout=60, info=True, outputs=("depth", "odom")):
             raise RuntimeError("the perception node did not come up within 60 s")
         log(f"perception node up; playing {bag.name} at {rate:g}x")
-        t0 = time.monotonic()
-        subprocess.run([sys.executable, "-m", "sa4depth_ros.bag_player", str(bag), "--rate", str(rate)], env=env,
-                       check=True)
-        client.wait_for(lambda: False, 3.0)  # the last frames are still in flight
-        wall = time.monotonic() - t0
+        # Only the node's inputs, and only once the node subscribes to them: its best-effort
+        # subscriptions drop whatever a publisher sends before they have matched it (the first
+        # frames of a run went missing that way). The player's --delay covers the other side of
+        # the match, which its subscription count cannot see.
+        subprocess.run([sys.executable, "-m", "sa4depth_ros.bag_player", str(bag), "--rate", str(rate),
+                        "--topics", IMAGE_TOPIC, INFO_TOPIC, "--wait-subscribers", "60"], env=env, check=True)
+        played = time.monotonic()
+        # Frames still in the node's mailbox or pipeline: wait until it has accounted for each one
+        # and the client holds every depth image it published.
+        diag = client.diagnostics(timeout=30.0, after=played, predicate=lambda d: node_settled(d) and client.count(
+            "depth") >= (count(d, "frames_published") or 0)) or client.diagnostics(timeout=5.0, after=played) or {}
         ok, message = client.trigger("save_trajectory")
         log(f"save_trajectory: {message}")
         if not ok:
             raise RuntimeError(f"save_trajectory failed: {message}")
-        depth = [(stamp_seconds(m.header.stamp), msg_to_depth(m)) for m in client.messages("depth")]
+        arrivals = client.arrivals("depth")
+        depth = [(stamp_seconds(m.header.stamp), msg_to_depth(m)) for _, m in arrivals]
         n_odom = client.count("odom")
-        diag = client.diagnostics(timeout=5.0) or {}
     finally:
         client.close()
         node.send_signal(signal.SIGINT)
@@ -116,7 +131,27 @@ def run_graph(bag: Path, checkpoint: Path, domain: int, rate: float, traj_dir: P
     tum = sorted(traj_dir.glob("*_tum.txt"))
     if not tum:
         raise RuntimeError(f"the node wrote no trajectory into {traj_dir}")
-    return depth, n_odom, load_tum_poses(tum[-1]), diag, wall
+    span = arrivals[-1][0] - arrivals[0][0] if len(arrivals) > 1 else 0.0
+    return {"depth": depth, "odom": n_odom, "trajectory": load_tum_poses(tum[-1]), "node": diag,
+            "output_hz": (len(arrivals) - 1) / span if span > 0 else float("nan")}
+
+
+def write_trajectory_plot(path: Path, result: dict) -> TrajectoryPlot:
+    """The node's trajectory over the ground truth, aligned exactly as for the printed ATE
+    (`score_recording`'s poses and alignment), the scale factor in the legend."""
+    return plot_trajectories(path, result["gt_poses"], result["trajectory"], result["alignment"],
+                             title="demo: ground truth vs perception_node odometry")
+
+
+def report_frames(sent: int, graph: dict, frame_stamps: np.ndarray) -> tuple[dict, list[str]]:
+    """Frame counts from the bag through the node to the client, and where frames were lost
+    (with the played frames whose depth never came back)."""
+    rows, findings = account_frames(sent, graph["node"], {"depth": len(graph["depth"]), "odom": graph["odom"]})
+    got = match_frames(frame_stamps, np.array([s for s, _ in graph["depth"]])) if graph["depth"] else []
+    missing = sorted(set(range(len(frame_stamps))) - {int(i) for i in got})
+    if missing:
+        findings.append(f"frames without depth at the client: {frame_ranges(missing)}")
+    return rows, findings
 
 
 def main(argv=None) -> int:
@@ -138,35 +173,39 @@ def main(argv=None) -> int:
     bag = out / "bag_07"
     convert(data / "sequences" / "07", bag, storage="mcap", overwrite=True, poses_path=data / "poses" / "07.txt")
     log(f"wrote ROS 2 bag {bag}")
-    depths, n_odom, trajectory, diag, wall = run_graph(bag, checkpoint, domain, args.rate, out / "trajectory", log)
+    graph = run_graph(bag, checkpoint, domain, args.rate, out / "trajectory", log)
     stamps = ODOMETRY_EPOCH_S + np.array([seq.timestamp(i) for i in range(len(seq))])
-    result = score_recording(seq, stamps, depths, trajectory)
+    result = score_recording(seq, stamps, graph["depth"], graph["trajectory"])
     # artefacts
     frames = result["depth_frames"][:: max(1, len(result["depth_frames"]) // 4)][:4]
     strip = out / "depth_strip.png"
     depth_strip(strip, [seq.image(i) for i in frames], [result["depth_by_frame"][i] for i in frames],
-                [f"frame {i}" for i in frames])
+                [f"frame {i}: relative depth, colours per image" for i in frames])
+    plot = write_trajectory_plot(out / "trajectory.png", result).path
     est = result["trajectory"]
-    gt = np.stack([seq.pose(i) for i in result["odom_frames"]])
-    plot = out / "trajectory.png"
-    plot_trajectories(plot, gt, est, title="demo: ground truth vs perception_node odometry (7-DoF aligned)")
     save_kitti_poses(out / "trajectory_kitti.txt", est)
     save_tum_poses(out / "trajectory_tum.txt", stamps[result["odom_frames"]], est)
+    node = graph["node"]
+    frames_table, findings = report_frames(images_in_bag(bag), graph, stamps)
     summary = {
         "frames played": len(seq),
-        "depth images received": len(depths),
-        "odometry messages": n_odom,
+        "depth images received": len(graph["depth"]),
+        "odometry messages": graph["odom"],
         "input rate Hz": 10 * args.rate,
-        "output rate Hz": len(depths) / wall,
-        "latency ms p50": diag.get("latency_ms_p50", "n/a"),
-        "latency ms p95": diag.get("latency_ms_p95", "n/a"),
-        "dropped frames": diag.get("dropped_frames", "n/a"),
-        "model": diag.get("model_id", "n/a"),
+        "output rate Hz": graph["output_hz"],
+        "latency ms p50": node.get("latency_ms_p50", "n/a"),
+        "latency ms p95": node.get("latency_ms_p95", "n/a"),
+        "model": node.get("model_id", "n/a"),
     }
-    metrics_path = write_json(out / "metrics.json", {"summary": summary, "depth": result["depth"],
+    metrics_path = write_json(out / "metrics.json", {"summary": summary, "frames": frames_table,
+                                                     "frame_losses": findings, "depth": result["depth"],
                                                      "odometry": result["odometry"], "checkpoint": str(checkpoint)})
     print()
-    print(format_table(summary, title="Perception node on the bag (real ROS 2 topics)"))
+    print(format_table(summary, title="Perception node on the bag (real ROS 2 topics; latency: node receipt to "
+                                      "publication)"))
+    print(format_table([{"stage": k, "frames": v} for k, v in frames_table.items()],
+                       title="Frame accounting: bag player -> perception_node -> demo client"))
+    print("\n".join(findings) if findings else "no frame lost between the bag and the client")
     print(format_table(result["depth"], title="Depth vs ground truth (median-scaled; one scale per sequence)"))
     print(format_table(result["odometry"], title="Odometry vs ground truth"))
     print(f"\nartefacts: {strip}\n           {plot}\n           {out / 'trajectory_kitti.txt'}\n"
