@@ -59,7 +59,7 @@ def flatten(result: dict) -> dict:
         "scale std/mean (in seq)": np.mean([s["scale_std_over_mean"] for s in seqs]),
         "scale std/mean (across seq)": result["scale_across_sequences_std_over_mean"],
     }
-    for mode in ("posenet", "refined"):
+    for mode in [m for m in ("posenet", "refined") if m in seqs[0]]:  # no refined rows without trained features
         out[f"pose/depth ratio {mode}"] = np.mean([s[mode]["pose_depth_ratio_mean"] for s in seqs])
         out[f"pose/depth ratio std/mean {mode}"] = np.mean([s[mode]["pose_depth_ratio_std_over_mean"] for s in seqs])
         out[f"ATE5 {mode}"] = np.mean([s[mode]["ate5"] for s in seqs])
@@ -104,7 +104,7 @@ def main() -> None:
     for m in metrics:
         cells = []
         for n in names:
-            vals = np.array([r[m] for r in runs[n]], dtype=float)
+            vals = np.array([r.get(m, np.nan) for r in runs[n]], dtype=float)
             summary.setdefault(n, {})[m] = (float(vals.mean()), float(vals.std()))
             cells.append(f"{vals.mean():.4f} ± {vals.std():.4f}")
         print(f"| {m} | " + " | ".join(cells) + " |")

@@ -71,7 +71,8 @@ def train(cfg_overrides: list[str], train_seqs: list[tuple[Path, str]], out_dir:
 def evaluate(trainer_or_model, cfg, seqs: list[tuple[Path, str]], max_frames: int = 0) -> dict:
     """Depth (median-scaled AbsRel, d1), scale consistency and odometry on held-out sequences."""
     model = trainer_or_model.model if hasattr(trainer_or_model, "model") else trainer_or_model
-    loaded = LoadedModel(model.eval(), cfg, "benchmark", "benchmark", True)
+    # the features count as trained only where training ran the refinement
+    loaded = LoadedModel(model.eval(), cfg, "benchmark", "benchmark", True, cfg.refine.enabled)
     gts, preds, per_seq_ratio, out = [], [], [], {"sequences": {}}
     for root, s in seqs:
         seq = KittiOdometrySequence(root, s)

@@ -17,7 +17,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from common import machine, save_result
 from sa4depth_core.config import load_config
-from sa4depth_core.infer import LoadedModel, OdometryEstimator
+from sa4depth_core.infer import LoadedModel
+from sa4depth_core.odometry import OdometryEstimator
 from sa4depth_core.model import SA4DepthModel
 
 
@@ -64,7 +65,7 @@ def main() -> None:
         x = torch.rand(1, 3, h, w)
         x2 = torch.rand(1, 3, h, w)
         K = np.array([[0.58 * w, 0, w / 2], [0, 1.92 * h, h / 2], [0, 0, 1]])
-        depth_np = np.full((h, w), 10.0, np.float32)
+        depth = torch.full((1, 1, h, w), 10.0)
 
         with torch.inference_mode():
             nets = {
@@ -76,16 +77,17 @@ def main() -> None:
                 ms = timed(fn, args.repeats)
                 f = flops(fn)
                 rows.append({"size": f"{h}x{w}", "part": name, "ms": ms, "GFLOP": f / 1e9, "ideal_ms": 1000 * f / rate})
-        loaded = LoadedModel(model, cfg, "bench", "bench", False)
+        # untrained weights cost the same time; features_trained lets the estimator refine with them
+        loaded = LoadedModel(model, cfg, "bench", "bench", False, True)
         for refine in (False, True):
             est = OdometryEstimator(loaded, torch.device("cpu"), refine=refine)
             frames = [torch.rand(1, 3, h, w) for _ in range(2)]
-            est.step(frames[0], depth_np, K)
+            est.step(frames[0], depth, K)
             state = {"i": 0}
 
             def step():
                 state["i"] += 1
-                est.step(frames[state["i"] % 2], depth_np, K)
+                est.step(frames[state["i"] % 2], depth, K)
 
             ms = timed(step, args.repeats)
             rows.append({"size": f"{h}x{w}", "part": f"odometry step ({'PoseNet + LM' if refine else 'PoseNet only'})",

@@ -2,7 +2,8 @@
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
     format, version, config (Config.to_dict()), model (state dict), optimizer (optional),
-    step, epoch, metrics, parent, created.
+    step, epoch, metrics, parent, created, features_trained (whether the feature network and the
+    refiner's damping were trained, so that odometry may refine with them).
 Writing goes to a temporary file in the same directory, is fsync'ed, then renamed over the
 target, so a crash or a full disk never leaves a half-written file under the final name.
 """
@@ -53,8 +54,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def save_checkpoint(path: str | Path, *, config: dict, model: dict, step: int = 0, epoch: int = 0,
                     optimizer: dict | None = None, metrics: dict | None = None, parent: str = "",
-                    extra: dict | None = None) -> str:
-    """Serialise and atomically write a checkpoint; returns its sha256 (the model id)."""
+                    extra: dict | None = None, features_trained: bool = False) -> str:
+    """Serialise and atomically write a checkpoint; returns its sha256 (the model id).
+
+    features_trained: the feature network and damping were trained through the refinement
+    (False by default: a model nobody vouches for runs PoseNet-only odometry).
+    """
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -65,6 +70,7 @@ def save_checkpoint(path: str | Path, *, config: dict, model: dict, step: int = 
         "metrics": dict(metrics or {}),
         "parent": parent,
         "created": time.time(),
+        "features_trained": bool(features_trained),
     }
     if optimizer is not None:
         payload["optimizer"] = optimizer
@@ -97,6 +103,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{p}: file not found")
     if p.is_dir():
         raise CheckpointError(f"{p}: is a directory, not a checkpoint file")
+    if not p.is_file():
+        # a FIFO or device would block the reader forever or stream without end
+        raise CheckpointError(f"{p}: is not a regular file (a pipe, socket or device?)")
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -155,6 +164,18 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         if not isinstance(data.get(key), dict):
             raise CheckpointError(f"{path}: checkpoint has no '{key}' section")
     return data
+
+
+def features_trained(state: dict) -> bool:
+    """Whether a loaded checkpoint's feature network and damping were trained.
+
+    Files written before the flag existed came from the project's trainers, which trained the
+    features whenever refinement was on; a step-0 file was never trained at all.
+    """
+    if "features_trained" in state:
+        return bool(state["features_trained"])
+    refine = state["config"].get("refine", {})
+    return bool(refine.get("enabled", True)) and int(state.get("step", 0)) > 0
 
 
 def file_sha256(path: str | Path) -> str:

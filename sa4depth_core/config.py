@@ -69,6 +69,9 @@ class DataConfig:
     workers: int = 0
 
 
+TRAINABLE = ("all", "refiner")  # what train.trainable / the online learner's trainable may say
+
+
 @dataclass
 class TrainConfig:
     out_dir: str = "runs/sa4depth"
@@ -89,7 +92,11 @@ class TrainConfig:
     save_every: int = 200  # steps
     keep_checkpoints: int = 3
     resume: str = ""  # path, or "auto" for the newest checkpoint in out_dir
-    init: str = ""  # initial weights (a project checkpoint) without optimiser state
+    init: str = ""  # initial weights (a project checkpoint or Monodepth2 folder) without optimiser state
+    # all: every network trains; refiner: depth and pose networks frozen (weights and batch-norm
+    # statistics), only the feature network and the damping learn: SA4Depth odometry on top of
+    # existing depth/pose weights (the model section then comes from `init`)
+    trainable: str = "all"
     logger: str = "csv"  # csv | tensorboard
     progress: bool = True
 

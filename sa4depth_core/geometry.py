@@ -140,6 +140,21 @@ def invert_transform(T: torch.Tensor) -> torch.Tensor:
     return make_transform(Rt, -(Rt @ T[..., :3, 3:4])[..., 0])
 
 
+def se3_adjoint(T: torch.Tensor) -> torch.Tensor:
+    """Adjoint of rigid transforms for twists ordered translation first:
+    T @ se3_exp(xi) @ inv(T) == se3_exp(se3_adjoint(T) @ xi).
+
+    Args:
+        T: (..., 4, 4)
+    Returns:
+        (..., 6, 6) = [[R, skew(t) R], [0, R]]
+    """
+    R, t = T[..., :3, :3], T[..., :3, 3]
+    top = torch.cat([R, skew(t) @ R], dim=-1)
+    bottom = torch.cat([torch.zeros_like(R), R], dim=-1)
+    return torch.cat([top, bottom], dim=-2)
+
+
 def pose_from_axisangle(axisangle: torch.Tensor, translation: torch.Tensor, invert: bool = False) -> torch.Tensor:
     """Pose-network output to a transform, as Monodepth2 builds it.
 

@@ -12,7 +12,7 @@ from .networks.feature_net import FeatureNet
 from .networks.monodepth2_io import load_imagenet_resnet
 from .networks.pose_decoder import PoseNet
 from .networks.resnet_encoder import ResnetEncoder
-from .refine import FeatureMetricRefiner
+from .refine import FeatureMetricRefiner, RefineResult, TrustRegion
 
 
 class SA4DepthModel(nn.Module):
@@ -40,6 +40,23 @@ class SA4DepthModel(nn.Module):
             max_points=r.max_points,
         )
         self.refine_enabled = r.enabled
+        self.frozen: tuple[str, ...] = ()
+
+    FROZEN_FOR_REFINER = ("depth_encoder", "depth_decoder", "pose_net")
+
+    def freeze(self, names: tuple[str, ...]) -> None:
+        """Fix the named submodules: no gradients, and eval-mode batch norm even while the rest
+        trains, so their outputs stay bit-identical."""
+        self.frozen = tuple(names)
+        for name in self.frozen:
+            getattr(self, name).requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self, name).eval()
+        return self
 
     def optimizer_groups(self, lr: float, damping_lr_factor: float) -> list[dict]:
         """Adam parameter groups: the refiner (its learned damping) at `damping_lr_factor` x `lr`.
@@ -100,6 +117,22 @@ class SA4DepthModel(nn.Module):
         axisangle, translation = self.pose_net(target, source, offset)
         return pose_from_axisangle(axisangle, translation, invert=offset < 0)
 
-    def refine(self, depth: torch.Tensor, K: torch.Tensor, T_init: torch.Tensor, feats_t, feats_s):
-        """Feature-metric LM refinement of T_t->s with the target depth (see refine.py)."""
-        return self.refiner(depth, K, T_init, feats_t, feats_s)
+    def pose_step(self, target: torch.Tensor, source: torch.Tensor, offset: int, depth_t: torch.Tensor,
+                  K: torch.Tensor, feats_t=None, feats_s=None,
+                  trust: TrustRegion | None = None) -> tuple[torch.Tensor, RefineResult]:
+        """The refined-pose step shared by training, validation scoring and odometry: PoseNet's
+        T_t->s, then its feature-metric LM refinement with the target depth (see refine.py).
+
+        Args:
+            target, source: (B,3,H,W) network inputs; offset: source index minus target index.
+            depth_t: (B,1,H,W) target depth; K: (B,3,3) at (H,W).
+            feats_t, feats_s: the feature pyramids of target and source when already computed
+                (list of (features, confidence), coarse to fine); None computes them here.
+            trust: when given, each refined pose is also tested for acceptance (odometry).
+        Returns:
+            PoseNet's T_t->s (B,4,4), RefineResult
+        """
+        T0 = self.relative_pose(target, source, offset)
+        feats_t = self.feature_net(target) if feats_t is None else feats_t
+        feats_s = self.feature_net(source) if feats_s is None else feats_s
+        return T0, self.refiner(depth_t, K, T0, feats_t, feats_s, trust)

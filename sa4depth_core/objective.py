@@ -48,7 +48,6 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
     target = images[:, 0]
     sources = [images[:, i] for i in range(1, len(offsets))]
     disps = model.disparities(net_images[:, 0])
-    posenet = [model.relative_pose(net_images[:, 0], net_images[:, i], o) for i, o in enumerate(offsets[1:], 1)]
     use_refine = cfg.refine.enabled if refine is None else refine
     H, W = target.shape[-2:]
     stats: dict[str, float] = {}
@@ -64,9 +63,11 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
         n_frames = images.shape[1]
         per_frame = [[(f.unflatten(0, (-1, n_frames))[:, i], c.unflatten(0, (-1, n_frames))[:, i]) for f, c in feats]
                      for i in range(n_frames)]
-        refined, success, cost = [], [], []
-        for i, T0 in enumerate(posenet):
-            result = model.refine(depths[0], K, T0, per_frame[0], per_frame[i + 1])
+        posenet, refined, success, cost = [], [], [], []
+        for i, offset in enumerate(offsets[1:], 1):
+            T0, result = model.pose_step(net_images[:, 0], net_images[:, i], offset, depths[0], K, per_frame[0],
+                                         per_frame[i])
+            posenet.append(T0)
             refined.append(result.pose)
             level_poses.append(result.level_poses[:-1])
             success.append(result.success.float().mean().item())
@@ -77,6 +78,7 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
         stats["refine_dt"] = delta[..., :3].norm(dim=-1).mean().item()
         stats["refine_drot_deg"] = torch.rad2deg(delta[..., 3:].norm(dim=-1)).mean().item()
     else:
+        posenet = [model.relative_pose(net_images[:, 0], net_images[:, i], o) for i, o in enumerate(offsets[1:], 1)]
         refined = posenet
 
     alpha, automask = cfg.loss.ssim_alpha, cfg.loss.automask
@@ -92,6 +94,8 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
 
     if use_refine:
         supervision = cfg.refine.pose_supervision
+        if "pose_net" in model.frozen:  # fitting the refiner alone: PoseNet's terms have no gradient
+            supervision = "none"
         if supervision in ("photometric", "both"):
             posenet_loss, _ = _reprojection(target, sources, depths[0], posenet, K, K_inv, alpha, automask)
             total = total + posenet_loss

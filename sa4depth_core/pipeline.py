@@ -1,17 +1,24 @@
 """Everything a perception node publishes for one camera frame, computed with one depth pass:
 metric (or relative) depth, scale, and odometry of the robot base with covariances.
 
-ROS adapters only convert the `FrameResult` into messages; the maths lives here.
+ROS adapters only convert the `FrameResult` into messages; the maths lives here. The pipeline
+is the one owner of the output scale (applied to depth and to each step's translation and
+covariance), of the trajectory and of the failure counts; odometry stays in torch (float64)
+until FrameResult, the message edge.
 
 Frames: the VO estimates the motion of the camera's optical frame (x right, y down, z forward).
 `base_from_camera` (T_base_camera, (4,4)) places that frame on the robot, and the odom frame is
 the base frame at the first frame after a reset, so
 
     T_odom_base(t) = T_base_camera @ T_cam0_cam(t) @ inv(T_base_camera).
+
+A frame whose odometry stage fails (any exception) still gets its depth: the failure is reported
+in FrameResult.odometry_error and the next frame restarts odometry from the current pose.
 """
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +28,13 @@ from transforms3d.euler import euler2mat
 
 from .data.pose_io import save_kitti_poses, save_tum_poses
 from .errors import InputError
-from .geometry import so3_log
-from .infer import ON_FAILURE, DepthPredictor, LoadedModel, OdometryEstimator
+from .geometry import invert_transform, se3_adjoint, so3_log
+from .infer import DepthPredictor, LoadedModel, network_size_problem
+from .odometry import LOST_VARIANCE, ON_FAILURE, OdometryEstimator, Tracking
+from .refine import TrustRegion
 from .scale import ScaleEstimator
+
+_F64 = torch.float64
 
 
 def pose_from_xyz_rpy(values) -> np.ndarray:
@@ -38,25 +49,6 @@ def pose_from_xyz_rpy(values) -> np.ndarray:
     return T
 
 
-def se3_adjoint(T: np.ndarray) -> np.ndarray:
-    """Adjoint (6,6) of a (4,4) rigid transform for twists ordered translation first:
-    T @ exp(xi) @ inv(T) = exp(Ad(T) @ xi)."""
-    R, t = T[:3, :3], T[:3, 3]
-    tx = np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]])
-    Ad = np.zeros((6, 6))
-    Ad[:3, :3] = R
-    Ad[:3, 3:] = tx @ R
-    Ad[3:, 3:] = R
-    return Ad
-
-
-def _invert(T: np.ndarray) -> np.ndarray:
-    Ti = np.eye(4)
-    Ti[:3, :3] = T[:3, :3].T
-    Ti[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return Ti
-
-
 @dataclass
 class PipelineOptions:
     """Settings of a PerceptionPipeline (all can change between frames via `configure`).
@@ -64,9 +56,11 @@ class PipelineOptions:
     height, width: network input size, multiples of 32 and at least 64 (the encoder downsamples
         by 32 and its last map must be 2 pixels or more); 0 takes the model's own size.
     on_failure: see OdometryEstimator ("hold" keeps the last pose when refinement fails).
+    trust: the trust region a refined motion must stay in around PoseNet's (refine.TrustRegion).
     base_from_camera: (4,4) pose of the camera optical frame in the base frame.
     min_variance: floor added to every relative-motion variance (m^2, rad^2), so that a
-        near-perfect feature match never claims impossible certainty.
+        near-perfect feature match never claims impossible certainty; also the pose variance at
+        the first frame.
     """
 
     height: int = 0
@@ -77,6 +71,7 @@ class PipelineOptions:
     odometry: bool = True
     refine: bool = True
     on_failure: str = "hold"
+    trust: TrustRegion = field(default_factory=TrustRegion)
     base_from_camera: np.ndarray = field(default_factory=lambda: np.eye(4))
     min_variance: float = 1e-6
 
@@ -88,14 +83,17 @@ class PipelineOptions:
                     or 0 < value < 64:
                 raise InputError(f"network input {name} must be 0 (the model's) or a multiple of 32 of at least 64, "
                                  f"got {value!r}")
+        problem = network_size_problem(self.height or 64, self.width or 64)
+        if problem:
+            raise InputError(problem)
         if self.on_failure not in ON_FAILURE:
             raise InputError(f"on_failure '{self.on_failure}' is not one of {', '.join(ON_FAILURE)}")
         T = np.asarray(self.base_from_camera, dtype=np.float64)
         if T.shape != (4, 4) or not np.isfinite(T).all() or not np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3),
                                                                             atol=1e-6):
             raise InputError("base_from_camera must be a finite (4,4) rigid transform")
-        if not self.min_variance > 0:
-            raise InputError(f"min_variance must be > 0, got {self.min_variance}")
+        if not 0 < self.min_variance < LOST_VARIANCE:
+            raise InputError(f"min_variance must be in (0, {LOST_VARIANCE:g}), got {self.min_variance}")
         ScaleEstimator(self.scale_mode, self.scale_factor, self.camera_height)
 
 
@@ -106,8 +104,8 @@ class OdometryOutput:
     pose: (4,4) T_odom_base. pose_covariance: (6,6) of (x, y, z, rot x, rot y, rot z) about the
     odom axes. twist: (6,) linear then angular velocity in the base frame (per second; zeros when
     the time step is unknown). twist_covariance: (6,6) in the base frame. camera_pose: (4,4)
-    T_cam0_cam. tracking: OdometryStep.tracking. lost_count: failed steps since the last reset;
-    lost_streak: failed steps in a row up to this one.
+    T_cam0_cam. tracking: odometry.Tracking. lost_count: failed steps since the last reset;
+    lost_streak: failed steps in a row up to this one. reason: why the refinement was not used.
     """
 
     pose: np.ndarray
@@ -115,18 +113,20 @@ class OdometryOutput:
     twist: np.ndarray
     twist_covariance: np.ndarray
     camera_pose: np.ndarray
-    tracking: str
+    tracking: Tracking
     cost: float
     valid_fraction: float
     lost_count: int
     lost_streak: int
+    reason: str = ""
 
 
 @dataclass
 class FrameResult:
     """depth: (h,w) float32 in output units (metres unless the scale mode is relative), NaN
     where invalid. K: (3,3) intrinsics of `depth`. scale: factor applied to network depth.
-    odometry: None when odometry is off. ms_depth / ms_odometry: wall time of the two parts."""
+    odometry: None when odometry is off or its stage failed for this frame (odometry_error then
+    says why). ms_depth / ms_odometry: wall time of the two parts."""
 
     depth: np.ndarray
     K: np.ndarray
@@ -134,6 +134,7 @@ class FrameResult:
     odometry: OdometryOutput | None
     ms_depth: float
     ms_odometry: float
+    odometry_error: str = ""
 
 
 class _Trajectory:
@@ -158,6 +159,11 @@ class _Trajectory:
         return self._stamps[: self.size].copy(), self._poses[: self.size].copy()
 
 
+def _symmetric(M: torch.Tensor) -> np.ndarray:
+    """(6,6) numpy of the symmetric part of M."""
+    return (0.5 * (M + M.T)).numpy()
+
+
 class PerceptionPipeline:
     """Per-frame depth, scale and base odometry from one model.
 
@@ -171,9 +177,11 @@ class PerceptionPipeline:
         self.loaded = loaded
         self._build_depth()
         self._build_scale()
-        self._build_odometry(np.eye(4))
+        self._build_odometry()
         self._trajectory = _Trajectory()
-        self._reset_odometry_state()
+        self.counts: Counter = Counter()  # odometry steps per Tracking state, and failed stages
+        self.last_rejection = ""
+        self._reset_odometry_state(torch.eye(4, dtype=_F64))
 
     # -- construction -------------------------------------------------------------------------
     def _build_depth(self) -> None:
@@ -184,13 +192,14 @@ class PerceptionPipeline:
         o = self.options
         self.scale = ScaleEstimator(o.scale_mode, o.scale_factor, o.camera_height)
 
-    def _build_odometry(self, pose: np.ndarray) -> None:
+    def _build_odometry(self) -> None:
         o = self.options
-        self.estimator = OdometryEstimator(self.loaded, self.device, refine=o.refine, on_failure=o.on_failure)
-        self.estimator.reset(pose)
+        self.estimator = OdometryEstimator(self.loaded, self.device, refine=o.refine, on_failure=o.on_failure,
+                                           trust=o.trust)
 
-    def _reset_odometry_state(self) -> None:
-        self._cov = np.zeros((6, 6))  # pose covariance, base frame (right perturbation)
+    def _reset_odometry_state(self, camera_pose: torch.Tensor) -> None:
+        self._camera_pose = camera_pose  # T_cam0_cam (4,4), output units
+        self._cov = self.options.min_variance * torch.eye(6, dtype=_F64)  # pose covariance, base frame (right)
         self._prev_stamp: float | None = None
         self._input_hw: tuple[int, int] | None = None
         self.lost_count = 0
@@ -204,9 +213,9 @@ class PerceptionPipeline:
 
     def reset(self) -> None:
         """Restart the trajectory at the identity; the scale history is kept."""
-        self.estimator.reset()
+        self.estimator.restart_reference()
         self._trajectory.clear()
-        self._reset_odometry_state()
+        self._reset_odometry_state(torch.eye(4, dtype=_F64))
 
     def configure(self, options: PipelineOptions) -> None:
         """Apply new settings, rebuilding only what they touch; the trajectory continues."""
@@ -220,6 +229,7 @@ class PerceptionPipeline:
             self._build_scale()
         self.estimator.refine = options.refine
         self.estimator.on_failure = options.on_failure
+        self.estimator.trust = options.trust
         if options.odometry and not old.odometry:
             self.estimator.restart_reference()
             self._prev_stamp = None
@@ -229,12 +239,31 @@ class PerceptionPipeline:
         pose, matched against frames of the new model only."""
         self.loaded = loaded
         self._build_depth()
-        self._build_odometry(self.estimator.pose)
+        self._build_odometry()
         self._prev_stamp = None
 
     def describe_scale(self) -> str:
         """The active scale mode and state in words, for logs and diagnostics."""
         return self.scale.describe()
+
+    def status(self) -> dict:
+        """The odometry mode and its counts since start, for diagnostics (str / int values)."""
+        c = self.counts
+        return {"odometry_mode": self.estimator.mode, "steps_refined": c[Tracking.REFINED],
+                "steps_posenet": c[Tracking.POSENET], "steps_fallback": c[Tracking.FALLBACK],
+                "steps_lost": c[Tracking.LOST], "odometry_stage_errors": c["error"],
+                "last_rejection": self.last_rejection or "none"}
+
+    def warnings(self) -> list[str]:
+        """Conditions a user must know about although frames are processed."""
+        out = []
+        if self.options.odometry and self.options.refine and not self.estimator.refining:
+            out.append(f"odometry is {self.estimator.mode}")
+        if self.options.scale_mode == "relative":
+            out.append("scale_mode relative: depth and odometry are in network units, not metres")
+        elif not self.scale.ready:
+            out.append("camera_height scale: no ground plane fitted yet, depth is in network units")
+        return out
 
     # -- per frame ----------------------------------------------------------------------------
     def process(self, rgb: np.ndarray, K: np.ndarray, stamp: float) -> FrameResult:
@@ -244,58 +273,82 @@ class PerceptionPipeline:
             rgb: (H,W,3) uint8; K: (3,3) intrinsics of `rgb`; stamp: capture time in seconds.
         Returns:
             FrameResult
+        Raises:
+            InputError for a frame no depth can be computed from; any other failure of the depth
+            stage propagates. Failures of the odometry stage do not (see FrameResult).
         """
         K = np.asarray(K, dtype=np.float64)
         if K.shape != (3, 3):
             raise InputError(f"intrinsics must be a (3,3) matrix, got shape {K.shape}")
         t0 = time.perf_counter()
         depth_net, K_net, x = self.predictor(rgb, K)
-        scale = self.scale.update(depth_net, K_net)
-        depth = depth_net * np.float32(scale)
+        depth_np = depth_net[0, 0].cpu().numpy()
+        scale = self.scale.update(depth_np, K_net)
+        depth = depth_np * np.float32(scale)
         with np.errstate(invalid="ignore"):
             depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
         t1 = time.perf_counter()
-        odometry = None
+        odometry, error = None, ""
         if self.options.odometry:
             if self._input_hw is not None and self._input_hw != rgb.shape[:2]:
                 # New camera geometry: the previous frame's features are not comparable.
                 self.estimator.restart_reference()
             self._input_hw = rgb.shape[:2]
-            odometry = self._odometry(x, depth_net, K_net, scale, float(stamp))
+            try:
+                odometry = self._odometry(x, depth_net, K_net, scale, float(stamp))
+            except Exception as exc:  # noqa: BLE001 - one frame's odometry must not cost its depth
+                self.estimator.restart_reference()
+                self.counts["error"] += 1
+                error = f"{type(exc).__name__}: {exc}"
         t2 = time.perf_counter()
-        return FrameResult(depth, K_net, float(scale), odometry, 1e3 * (t1 - t0), 1e3 * (t2 - t1))
+        return FrameResult(depth, K_net, float(scale), odometry, 1e3 * (t1 - t0), 1e3 * (t2 - t1), error)
 
-    def _odometry(self, x, depth_net, K_net, scale, stamp) -> OdometryOutput:
-        step = self.estimator.step(x, depth_net, K_net, scale)
-        failed = step.tracking in ("lost", "posenet_fallback")
-        self.lost_count += failed
-        self.lost_streak = self.lost_streak + 1 if failed else 0
+    def _odometry(self, x, depth_net, K_net, scale: float, stamp: float) -> OdometryOutput:
+        step = self.estimator.step(x, depth_net, K_net)
+        tracking = step.tracking
+        rel_cam = step.relative.clone()
+        rel_cam[:3, 3] *= scale
+        S = torch.diag(torch.tensor([scale] * 3 + [1.0] * 3, dtype=_F64))
+        cov_cam = S @ step.covariance @ S
+        camera_pose = self._camera_pose @ rel_cam
+        if not (torch.isfinite(camera_pose).all() and torch.isfinite(cov_cam).all()):
+            # an absurd scale: the motion is unknown, the pose is held
+            rel_cam, cov_cam = torch.eye(4, dtype=_F64), LOST_VARIANCE * torch.eye(6, dtype=_F64)
+            camera_pose, tracking = self._camera_pose, Tracking.LOST
+        self._camera_pose = camera_pose
+        self.counts[tracking] += 1
+        if step.reason:
+            self.last_rejection = step.reason
+        self.lost_count += tracking.failed
+        self.lost_streak = self.lost_streak + 1 if tracking.failed else 0
 
-        T_bc = np.asarray(self.options.base_from_camera, dtype=np.float64)
-        T_cb = _invert(T_bc)
-        rel = T_bc @ step.relative @ T_cb
+        T_bc = torch.from_numpy(np.asarray(self.options.base_from_camera, dtype=np.float64))
+        T_cb = invert_transform(T_bc)
+        rel = T_bc @ rel_cam @ T_cb
         Ad_bc = se3_adjoint(T_bc)
-        rel_cov = Ad_bc @ step.covariance @ Ad_bc.T + self.options.min_variance * np.eye(6)
-        if step.tracking != "init":
-            Ad_inv = se3_adjoint(_invert(rel))
+        rel_cov = Ad_bc @ cov_cam @ Ad_bc.T + self.options.min_variance * torch.eye(6, dtype=_F64)
+        if tracking != Tracking.INIT:
+            Ad_inv = se3_adjoint(invert_transform(rel))
             self._cov = Ad_inv @ self._cov @ Ad_inv.T + rel_cov
+            if not torch.isfinite(self._cov).all():
+                self._cov = LOST_VARIANCE * torch.eye(6, dtype=_F64)
 
-        pose = T_bc @ step.pose @ T_cb
-        R6 = np.kron(np.eye(2), pose[:3, :3])
+        pose = T_bc @ camera_pose @ T_cb
+        R6 = torch.block_diag(pose[:3, :3], pose[:3, :3])
         pose_cov = R6 @ self._cov @ R6.T
 
         dt = stamp - self._prev_stamp if self._prev_stamp is not None else 0.0
-        if step.tracking != "init" and dt > 0:
-            angular = so3_log(torch.from_numpy(rel[:3, :3])).numpy()
-            twist = np.concatenate([rel[:3, 3], angular]) / dt
+        if tracking != Tracking.INIT and dt > 0:
+            twist = torch.cat([rel[:3, 3], so3_log(rel[:3, :3])]) / dt
             twist_cov = rel_cov / dt**2
         else:
-            twist, twist_cov = np.zeros(6), np.eye(6) * OdometryEstimator.LOST_VARIANCE
+            twist, twist_cov = torch.zeros(6, dtype=_F64), LOST_VARIANCE * torch.eye(6, dtype=_F64)
         self._prev_stamp = stamp
-        self._trajectory.append(stamp, step.pose)
-        return OdometryOutput(pose, 0.5 * (pose_cov + pose_cov.T), twist, 0.5 * (twist_cov + twist_cov.T),
-                              step.pose, step.tracking, step.cost, step.valid_fraction,
-                              self.lost_count, self.lost_streak)
+        camera_np = camera_pose.numpy()
+        self._trajectory.append(stamp, camera_np)
+        return OdometryOutput(pose.numpy(), _symmetric(pose_cov), twist.numpy(), _symmetric(twist_cov),
+                              camera_np.copy(), tracking, step.cost, step.valid_fraction,
+                              self.lost_count, self.lost_streak, step.reason)
 
     # -- trajectory ---------------------------------------------------------------------------
     def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
@@ -318,4 +371,3 @@ class PerceptionPipeline:
         save_kitti_poses(kitti, poses)
         save_tum_poses(tum, stamps, poses)
         return kitti, tum
-

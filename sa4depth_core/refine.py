@@ -28,8 +28,12 @@ Choices the notes leave open, and why:
     0.1-0.316 is still 0.1-2 deg off after 10. Scaling the diagonal slows the coupled
     translation/rotation directions most. Lower lambda did not narrow the basin, since all
     values lost the same 8 deg / x1.5 start. Learned damping can still move from this start.
-  * There is no accept/reject test on the cost. The iteration count is fixed, as in PixLoc
-    training, so the unrolled graph is the same for every batch element.
+  * The iteration count is fixed, as in PixLoc training, so the unrolled graph is the same
+    for every batch element, and training never rejects a step. Odometry asks for an
+    acceptance test (a TrustRegion): the finest level's cost at the start and at the result,
+    on the points valid at both poses, must not have risen, the result must be finite, and it
+    must stay within a trust region around the start (PoseNet's pose). Descent alone is not
+    enough: a solve can slide into another, lower minimum far from the true pose.
   * An element fails for an iteration if it has too few valid points, no feature texture
     (zero feature gradients), non-finite normal equations, or a failed solve. A failed
     element gets delta = 0, so its pose is unchanged, bit for bit.
@@ -57,6 +61,7 @@ from .geometry import (
     sample,
     scale_intrinsics,
     se3_exp,
+    so3_log,
     transform_points,
 )
 
@@ -323,6 +328,52 @@ class LevelStats:
     success: torch.Tensor
 
 
+@dataclass(frozen=True)
+class TrustRegion:
+    """How far a refined pose may move from its start and still be accepted.
+
+    max_rotation_deg: largest rotation between the start and the result.
+    max_translation: largest change of the translation, as a fraction of the target's median
+        depth, so the bound does not depend on the networks' scene scale.
+
+    The defaults are about twice the largest move of a refinement that improved on PoseNet over
+    177 frame pairs of three validation worlds (2.2 deg and 0.072 x the median depth, with a
+    briefly trained 64x192 model; benchmarks/trust_region.py). No refinement there made the pose
+    worse, so nothing argues for tighter bounds yet.
+    """
+
+    max_rotation_deg: float = 5.0
+    max_translation: float = 0.15
+
+    def __post_init__(self):
+        if not (self.max_rotation_deg > 0 and self.max_translation > 0):
+            raise InputError(f"trust region bounds must be > 0, got {self.max_rotation_deg} deg, {self.max_translation}")
+
+
+@dataclass
+class Acceptance:
+    """Whether each refined pose may be used instead of its start.
+
+    cost_start, cost_final (B,): mean C_t C_s rho(|r|^2) at the finest level over the points
+    valid at both poses (num_common (B,) of them). rotation_deg, translation (B,): how far the
+    result moved from the start (translation as a fraction of the median target depth).
+    accepted (B,) bool: solved, finite, enough common points, cost not higher than at the
+    start, and inside the trust region.
+    """
+
+    cost_start: torch.Tensor
+    cost_final: torch.Tensor
+    num_common: torch.Tensor
+    rotation_deg: torch.Tensor
+    translation: torch.Tensor
+    accepted: torch.Tensor
+    reasons: list
+
+    def reason(self, i: int) -> str:
+        """Why element i was rejected ('' when accepted)."""
+        return self.reasons[i]
+
+
 @dataclass
 class RefineResult:
     """Output of FeatureMetricRefiner.
@@ -332,6 +383,7 @@ class RefineResult:
     one is `pose`). level_stats: list of LevelStats, coarse to fine.
     success (B,) bool: every step of every level solved.
     hessian (B,6,6): undamped Gauss-Newton H of the last step (zeros where it failed).
+    acceptance: the acceptance test when a TrustRegion was given, else None.
     """
 
     pose: torch.Tensor
@@ -339,6 +391,7 @@ class RefineResult:
     level_stats: list
     success: torch.Tensor
     hessian: torch.Tensor
+    acceptance: Acceptance | None = None
 
     @property
     def cost(self) -> torch.Tensor:
@@ -348,8 +401,8 @@ class RefineResult:
     def covariance(self, max_variance: float = 1e6) -> torch.Tensor:
         """Gauss-Newton covariance H^-1 of the twist (translation first), detached.
 
-        It assumes unit residual variance, so the numbers are relative. Failed or
-        non-invertible elements get max_variance * I.
+        It assumes unit residual variance, so the numbers are relative. Failed, singular (e.g.
+        a fence: no texture along one axis) or non-invertible elements get max_variance * I.
 
         Returns:
             (B,6,6) finite, symmetric.
@@ -358,9 +411,11 @@ class RefineResult:
         eye = torch.eye(6, dtype=H.dtype, device=H.device).expand_as(H)
         usable = self.success & torch.isfinite(H).all(-1).all(-1)
         L, info = torch.linalg.cholesky_ex(torch.where(usable[:, None, None], H, eye))
-        cov = torch.cholesky_inverse(L)
+        # A failed factor is partly garbage: only factors that succeeded may be inverted.
+        usable = usable & (info == 0)
+        cov = torch.cholesky_inverse(torch.where(usable[:, None, None], L, eye))
         cov = 0.5 * (cov + cov.transpose(-1, -2))
-        usable = usable & (info == 0) & torch.isfinite(cov).all(-1).all(-1)
+        usable = usable & torch.isfinite(cov).all(-1).all(-1)
         usable = usable & (cov.diagonal(dim1=-2, dim2=-1) <= max_variance).all(-1)
         return torch.where(usable[:, None, None], cov, max_variance * eye)
 
@@ -372,6 +427,19 @@ def _per_level(value, n: int, name: str) -> list:
             raise InputError(f"refiner: {name} has {len(value)} entries but there are {n} levels")
         return list(value)
     return [value] * n
+
+
+class LevelProblem(NamedTuple):
+    """What one pyramid level's solve works on: target points (B,3,M) with their validity
+    (B,M), features (B,C,M) and confidences (B,M); the source maps (B,3C+1,h,w) of source_maps();
+    and the level's intrinsics K (B,3,3)."""
+
+    points: torch.Tensor
+    ok: torch.Tensor
+    feat: torch.Tensor
+    conf: torch.Tensor
+    source: torch.Tensor
+    K: torch.Tensor
 
 
 class FeatureMetricRefiner(nn.Module):
@@ -447,7 +515,8 @@ class FeatureMetricRefiner(nn.Module):
             return 10 ** (lo + torch.sigmoid(self.damping_logits[level]) * (hi - lo))
         return self.fixed_damping[level]
 
-    def forward(self, depth_t: torch.Tensor, K: torch.Tensor, T_init: torch.Tensor, feats_t, feats_s) -> RefineResult:
+    def forward(self, depth_t: torch.Tensor, K: torch.Tensor, T_init: torch.Tensor, feats_t, feats_s,
+                trust: TrustRegion | None = None) -> RefineResult:
         """Refine T_t->s.
 
         Args:
@@ -455,6 +524,7 @@ class FeatureMetricRefiner(nn.Module):
             K: (B,3,3) intrinsics at (H, W).
             T_init: (B,4,4) initial target -> source pose.
             feats_t, feats_s: per level, coarse to fine, (features (B,C,h,w), confidence (B,1,h,w)).
+            trust: when given, also test each result for acceptance (RefineResult.acceptance).
         Returns:
             RefineResult. It is computed in float64 if the features are float64, otherwise in
             float32, with autocast off.
@@ -471,17 +541,21 @@ class FeatureMetricRefiner(nn.Module):
             for level, ((f_t, c_t), (f_s, c_s)) in enumerate(zip(feats_t, feats_s)):
                 if level > 0 and self.detach_between_levels:
                     T = T.detach()
-                T, level_stats, hessian = self._refine_level(
-                    level, T, depth, depth_ok, K.to(dtype), f_t.to(dtype), c_t.to(dtype), f_s.to(dtype), c_s.to(dtype)
-                )
+                problem = self._level_problem(level, depth, depth_ok, K.to(dtype), f_t.to(dtype), c_t.to(dtype),
+                                              f_s.to(dtype), c_s.to(dtype))
+                T, level_stats, hessian = self._refine_level(level, T, problem)
                 poses.append(T)
                 stats.append(level_stats)
-        success = torch.stack([s.success for s in stats]).all(0)
-        return RefineResult(pose=T, level_poses=poses, level_stats=stats, success=success, hessian=hessian)
+            success = torch.stack([s.success for s in stats]).all(0)
+            acceptance = None
+            if trust is not None:
+                acceptance = self._accept(problem, T_init.to(dtype), T, depth, depth_ok, success, trust)
+        return RefineResult(pose=T, level_poses=poses, level_stats=stats, success=success, hessian=hessian,
+                            acceptance=acceptance)
 
-    def _refine_level(self, level, T, depth, depth_ok, K, f_t, c_t, f_s, c_s):
-        """LM iterations at one level; returns the pose, LevelStats and the last H."""
-        B, _, h, w = f_t.shape
+    def _level_problem(self, level, depth, depth_ok, K, f_t, c_t, f_s, c_s) -> LevelProblem:
+        """Target points, features and source maps of one level."""
+        _, _, h, w = f_t.shape
         H_full, W_full = depth.shape[-2:]
         K_level = scale_intrinsics(K, w / W_full, h / H_full)
         d, ok = resize_depth(depth, depth_ok, (h, w))
@@ -492,12 +566,19 @@ class FeatureMetricRefiner(nn.Module):
             points, feat, conf, ok = points[..., subset], feat[..., subset], conf[:, subset], ok[:, subset]
         ok = ok & torch.isfinite(feat).all(1) & torch.isfinite(conf)
         feat, conf = torch.where(ok[:, None], feat, 0.0), torch.where(ok, conf, 0.0)
-        source = source_maps(f_s, c_s)
-        damping = self.damping(level).to(T.dtype)
+        return LevelProblem(points, ok, feat, conf, source_maps(f_s, c_s), K_level)
 
+    def _linearize(self, problem: LevelProblem, T: torch.Tensor) -> Linearization:
+        return linearize(T, problem.points, problem.ok, problem.feat, problem.conf, problem.source, problem.K,
+                         self.margin, self.robust_alpha, self.robust_scale)
+
+    def _refine_level(self, level: int, T: torch.Tensor, problem: LevelProblem):
+        """LM iterations at one level; returns the pose, LevelStats and the last H."""
+        B = T.shape[0]
+        damping = self.damping(level).to(T.dtype)
         solved_all = torch.ones(B, dtype=torch.bool, device=T.device)
         for _ in range(self.iterations[level]):
-            lin = linearize(T, points, ok, feat, conf, source, K_level, self.margin, self.robust_alpha, self.robust_scale)
+            lin = self._linearize(problem, T)
             H, g = normal_equations(lin)
             delta, solved = damped_step(H, g, damping, is_informative(lin, self.min_valid_points))
             T = se3_exp(delta) @ T
@@ -506,10 +587,41 @@ class FeatureMetricRefiner(nn.Module):
         stats = LevelStats(
             cost=lin.cost.sum(1) / num_valid.clamp(min=1),
             num_valid=num_valid,
-            valid_fraction=num_valid / points.shape[-1],
+            valid_fraction=num_valid / problem.points.shape[-1],
             success=solved_all,
         )
         return T, stats, torch.where(solved[:, None, None], H, 0.0)
+
+    @torch.no_grad()
+    def _accept(self, problem: LevelProblem, T_start, T_final, depth, depth_ok, success,
+                trust: TrustRegion) -> Acceptance:
+        """The acceptance test of the finest level's result against its start (see TrustRegion)."""
+        T_final = T_final.detach()
+        start, final = self._linearize(problem, T_start), self._linearize(problem, T_final)
+        common = start.valid & final.valid
+        num_common = common.sum(1)
+        n = num_common.clamp(min=1).to(T_final.dtype)
+        cost_start = torch.where(common, start.cost, 0.0).sum(1) / n
+        cost_final = torch.where(common, final.cost, 0.0).sum(1) / n
+        rotation = torch.rad2deg(so3_log(T_final[:, :3, :3] @ T_start[:, :3, :3].transpose(1, 2)).norm(dim=-1))
+        median = torch.nanmedian(torch.where(depth_ok, depth, torch.nan).flatten(1), dim=1).values
+        translation = (T_final[:, :3, 3] - T_start[:, :3, 3]).norm(dim=-1) / median
+        checks = (
+            (success, "the solve failed"),
+            (torch.isfinite(T_final).all(-1).all(-1) & torch.isfinite(cost_final), "the result is not finite"),
+            (num_common >= self.min_valid_points, "too few points valid at both poses"),
+            (cost_final <= cost_start, "the cost rose"),
+            (rotation <= trust.max_rotation_deg, f"it rotated more than {trust.max_rotation_deg:g} deg from the start"),
+            (translation <= trust.max_translation,
+             f"it moved more than {trust.max_translation:g} x the median depth from the start"),
+        )
+        accepted = torch.ones_like(success)
+        reasons = [""] * len(success)
+        for ok, text in checks:
+            for i in torch.nonzero(accepted & ~ok).flatten().tolist():
+                reasons[i] = text
+            accepted = accepted & ok
+        return Acceptance(cost_start, cost_final, num_common, rotation, translation, accepted, reasons)
 
     def _subset(self, n: int, level: int, device) -> torch.Tensor | None:
         """Indices of the target pixels used at a level, or None for all."""

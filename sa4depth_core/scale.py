@@ -9,6 +9,9 @@ import numpy as np
 from .errors import InputError
 
 SCALE_MODES = ("relative", "fixed", "camera_height")
+# A factor outside this range is a typo, not a camera: its products overflow float covariances.
+SCALE_FACTOR_RANGE = (1e-6, 1e6)
+CAMERA_HEIGHT_RANGE = (1e-3, 1e3)  # metres
 
 
 def fit_ground_plane(points: np.ndarray, iterations: int = 64, inlier_frac_tol: float = 0.02,
@@ -97,10 +100,13 @@ class ScaleEstimator:
     def __post_init__(self):
         if self.mode not in SCALE_MODES:
             raise InputError(f"scale mode '{self.mode}' is not one of {', '.join(SCALE_MODES)}")
-        if self.mode == "fixed" and not (np.isfinite(self.factor) and self.factor > 0):
-            raise InputError(f"fixed scale factor must be a positive number, got {self.factor}")
-        if self.mode == "camera_height" and not (np.isfinite(self.camera_height) and self.camera_height > 0):
-            raise InputError(f"camera_height must be a positive number of metres, got {self.camera_height}")
+        lo, hi = SCALE_FACTOR_RANGE
+        if self.mode == "fixed" and not lo <= self.factor <= hi:
+            raise InputError(f"fixed scale factor must be a positive number in [{lo:g}, {hi:g}], got {self.factor}")
+        lo, hi = CAMERA_HEIGHT_RANGE
+        if self.mode == "camera_height" and not lo <= self.camera_height <= hi:
+            raise InputError(f"camera_height must be a positive number of metres in [{lo:g}, {hi:g}], "
+                             f"got {self.camera_height}")
         self._history: list[float] = []
         self.last_fit_ok = False
 

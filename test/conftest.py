@@ -72,3 +72,15 @@ def ros_domain_module():
     """ros_domain for module-scoped fixtures, e.g. one node process shared by a module's tests."""
     with _reserved_domain() as domain:
         yield domain
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one torch thread (hand-offs cost more than they save), and the
+    other core stays free for the parallel test worker."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

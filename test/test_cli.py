@@ -19,7 +19,8 @@ def checkpoint(tmp_path_factory):
     cfg = load_config(None, SMALL)
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, config=cfg.to_dict(), model=SA4DepthModel(cfg).state_dict())
+    # declared trained so that the refined path runs; the untrained case is checked separately
+    save_checkpoint(path, config=cfg.to_dict(), model=SA4DepthModel(cfg).state_dict(), features_trained=True)
     return path
 
 
@@ -71,6 +72,20 @@ def test_eval_depth_and_odom_on_synthetic(synth_root, checkpoint, tmp_path, caps
     assert seq["refined"]["errors"]["num_frames"] == 8
     est = tmp_path / "traj" / "kitti_odometry_01_image_2_refined.txt"
     assert len(est.read_text().splitlines()) == 8
+    assert 0 <= seq["refined"]["acceptance"] <= 1
     # the written trajectory goes back through the file-mode evaluation
     assert eval_cli.main(["odom", "--gt", str(synth_root / "poses" / "01.txt"), "--est", str(est)]) == 0
     assert "t_err" in capsys.readouterr().out
+
+
+def test_eval_odom_of_untrained_features_is_posenet_only(synth_root, tmp_path, capsys):
+    cfg = load_config(None, SMALL)
+    path = tmp_path / "plain.pt"
+    save_checkpoint(path, config=cfg.to_dict(), model=SA4DepthModel(cfg).state_dict())
+    out = tmp_path / "odom.json"
+    assert eval_cli.main(["odom", "--checkpoint", str(path), "--data-root", str(synth_root), "--sequences", "01",
+                          "--max-frames", "4", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert not data["features_trained"] and set(data["sequences"]["kitti_odometry/01/image_2"]) == {"posenet"}
+    printed = capsys.readouterr().out
+    assert "never trained" in printed and "PoseNet only" in printed

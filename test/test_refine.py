@@ -189,16 +189,6 @@ def test_residual_jacobian_matches_finite_differences_on_smooth_features():
 # ---------------------------------------------------------------- gradients
 
 
-@pytest.fixture
-def one_thread():
-    # Hundreds of tiny forward passes: thread hand-offs cost more than they save, and much
-    # more so on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_gradcheck_one_lm_step(one_thread):
     feat_t, conf_t, feat_s, conf_s, depth, K, T0 = small_problem()
     refiner = FeatureMetricRefiner(strides=(1,), iterations=1, damping="learned", init_damping=1e-2,

@@ -99,7 +99,10 @@ def cmd_odom(args) -> dict | int:
                                  + (["--plot", args.plot] if args.plot else []))
     device = _device(args.device)
     loaded = load_model(args.checkpoint, device)
-    out: dict = {"model": loaded.model_id, "sequences": {}}
+    out: dict = {"model": loaded.model_id, "features_trained": loaded.features_trained, "sequences": {}}
+    if not loaded.features_trained:
+        print(f"{loaded.source}: its feature network was never trained, so only PoseNet's odometry is evaluated "
+              "(fit the refiner with sa4depth-train --train refiner)")
     for seq in _sequences(args):
         if not seq.has_poses:
             raise InputError(f"{seq.name}: has no ground-truth poses to evaluate against")
@@ -131,9 +134,12 @@ def cmd_odom(args) -> dict | int:
                 stem = seq.name.replace("/", "_")
                 save_kitti_poses(d / f"{stem}_{mode}.txt", est)
                 save_tum_poses(d / f"{stem}_{mode}.tum", np.array([seq.timestamp(i) for i in frames]), est)
-        lost = sum(t not in ("ok", "init") for t in run.tracking)
-        print(format_table(rows, title=f"Odometry {seq.name} ({len(frames)} frames, align {args.align}, "
-                                       f"refinement fell back on {lost} frames)"))
+        note = "PoseNet only: untrained features"
+        if "refined" in run.poses:
+            rejected = sum(t.failed for t in run.tracking)
+            note = f"refinement accepted on {run.acceptance:.1%} of the steps, rejected on {rejected}"
+            seq_out["refined"]["acceptance"] = run.acceptance
+        print(format_table(rows, title=f"Odometry {seq.name} ({len(frames)} frames, align {args.align}, {note})"))
         out["sequences"][seq.name] = seq_out
     return out
 

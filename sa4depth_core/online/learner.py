@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import TRAINABLE, Config
 from ..data.sequence import color_jitter
 from ..errors import CheckpointError, InputError
 from ..infer import load_checked_model, load_model
@@ -75,6 +75,8 @@ class OnlineOptions:
     refine_iterations, refine_max_points: lighter LM refinement for training and scoring on a
         small computer (0 = the checkpoint's); deployed checkpoints keep the checkpoint's config.
     freeze_bn: keep batch-norm statistics fixed (online batches are small and correlated).
+    trainable: "all" networks, or "refiner": depth and pose networks fixed, only the feature network
+        and the damping learn (SA4Depth odometry on top of existing depth/pose weights).
     augment: colour jitter and horizontal flips on training batches.
     persist_buffer: mirror the buffers to out_dir/buffer.
     seed: sampling and augmentation seed.
@@ -101,6 +103,7 @@ class OnlineOptions:
     refine_iterations: int = 0
     refine_max_points: int = 0
     freeze_bn: bool = True
+    trainable: str = "all"
     augment: bool = True
     persist_buffer: bool = True
     seed: int = 0
@@ -130,6 +133,8 @@ class OnlineOptions:
             raise InputError(f"online option min_val ({self.min_val}) exceeds val_capacity ({self.val_capacity})")
         if not str(self.out_dir).strip():
             raise InputError("online option out_dir must not be empty")
+        if self.trainable not in TRAINABLE:
+            raise InputError(f"online option trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> OnlineOptions:
@@ -244,6 +249,11 @@ class OnlineLearner:
         state = loaded.model.state_dict()
         self.model = SA4DepthModel(self.train_cfg).to(self.device)
         self.model.load_state_dict(state)
+        self.init_features_trained = loaded.features_trained
+        if self.options.trainable == "refiner":
+            if not self.train_cfg.refine.enabled:
+                raise InputError("online option trainable=refiner needs a checkpoint with refine.enabled=true")
+            self.model.freeze(SA4DepthModel.FROZEN_FOR_REFINER)
         self.reference = SA4DepthModel(self.train_cfg).to(self.device).eval().requires_grad_(False)
         self.reference.load_state_dict(state)
 
@@ -260,7 +270,8 @@ class OnlineLearner:
         # reference is a file that can be reloaded after a restart.
         try:
             entry = self.store.write(config=self.model_cfg.to_dict(), model=self.model.state_dict(), step=0,
-                                     kind="initial", parent=str(init or "random initialisation"))
+                                     kind="initial", parent=str(init or "random initialisation"),
+                                     features_trained=self.features_trained)
         except OSError as exc:
             self.report_error(f"could not write the initial checkpoint (training goes on in memory): {exc}")
             self.store.deployed_id = loaded.model_id
@@ -290,6 +301,11 @@ class OnlineLearner:
         except OSError as exc:
             self.report_error(f"could not record the deployed model {model_id}: {exc}")
             self.store.deployed, self.store.deployed_id = str(path), model_id
+
+    @property
+    def features_trained(self) -> bool:
+        """The feature network and damping came trained, or have trained through the refinement here."""
+        return self.init_features_trained or (self.train_cfg.refine.enabled and self.step > 0)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         """Adam as the offline Trainer sets it up (same damping learning-rate factor)."""
@@ -463,7 +479,8 @@ class OnlineLearner:
         try:
             entry = self.store.write(config=self.model_cfg.to_dict(), model=self.model.state_dict(), step=self.step,
                                      kind="candidate", parent=parent, score=candidate["score"],
-                                     metrics={**candidate, "reference_score": reference["score"]})
+                                     metrics={**candidate, "reference_score": reference["score"]},
+                                     features_trained=self.features_trained)
         except OSError as exc:
             return self._failed(f"candidate passed the gate but was not written: {exc}", candidate, reference)
         path = self.store.path(entry)
@@ -498,7 +515,7 @@ class OnlineLearner:
             try:
                 entry = self.store.write(config=self.model_cfg.to_dict(), model=self.model.state_dict(),
                                          step=self.step, kind="save", parent=self.store.deployed,
-                                         metrics={"loss": self.last_loss})
+                                         metrics={"loss": self.last_loss}, features_trained=self.features_trained)
             except OSError as exc:
                 self.report_error(f"save failed: {exc}")
                 return False, f"save failed: {exc}"

@@ -71,11 +71,12 @@ def _batch_terms(model: SA4DepthModel, batch: dict, cfg: Config) -> tuple[float,
     alpha = cfg.loss.ssim_alpha
     for i, offset in enumerate(offsets, 1):
         source = images[:, i]
-        T = model.relative_pose(target, source, offset)
         if cfg.refine.enabled:
-            result = model.refine(depth_t, K, T, feats_t, model.feature_net(source))
+            _, result = model.pose_step(target, source, offset, depth_t, K, feats_t)
             T = result.pose
             refined_ok += result.success.float().mean().item() / len(offsets)
+        else:
+            T = model.relative_pose(target, source, offset)
         warped, valid = warp(source, depth_t, T, K, K_inv)
         errors.append(photometric_error(warped, target, alpha))
         identity.append(photometric_error(source, target, alpha))

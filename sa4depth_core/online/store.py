@@ -109,7 +109,8 @@ class CheckpointStore:
 
     # -- writing --------------------------------------------------------------------------------
     def write(self, *, config: dict, model: dict, step: int, kind: str, parent: str,
-              score: float | None = None, metrics: dict | None = None) -> CheckpointEntry:
+              score: float | None = None, metrics: dict | None = None,
+              features_trained: bool = False) -> CheckpointEntry:
         """Write a checkpoint and list it in the manifest.
 
         Raises OSError (full disk, no permission) with nothing changed on disk: a checkpoint whose
@@ -119,7 +120,7 @@ class CheckpointStore:
         path = self.directory / name
         sha = save_checkpoint(path, config=config, model=model, step=step, parent=parent,
                               metrics={**(metrics or {}), **({"score": score} if score is not None else {})},
-                              extra={"kind": kind})
+                              extra={"kind": kind}, features_trained=features_trained)
         entry = CheckpointEntry(name, int(step), kind, sha, parent, score, time.time())
         self.entries.append(entry)
         try:

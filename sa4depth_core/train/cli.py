@@ -4,6 +4,7 @@ Examples:
     sa4depth-train --config config/train_kitti.yaml data.root=/data/kitti_odometry
     sa4depth-train --data-root runs/synth --sequences 00 train.max_steps=200 refine.enabled=false
     torchrun --nproc_per_node=4 -m sa4depth_core.train.cli --config cfg.yaml train.device=cuda
+    sa4depth-train --init monodepth2_weights/ --train refiner --data-root /data/kitti_odometry --sequences 00
 """
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ def parse_args(argv):
     p.add_argument("--intrinsics", help="intrinsics file when the data has no calibration")
     p.add_argument("--out", help="output folder (train.out_dir)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--init", help="start from these weights: a checkpoint or a Monodepth2 folder (train.init)")
+    p.add_argument("--train", dest="trainable", choices=["all", "refiner"],
+                   help="refiner: keep the depth and pose networks of --init fixed and fit only the feature "
+                        "network and damping, so their odometry can be refined (train.trainable)")
     p.add_argument("overrides", nargs="*", help="section.key=value settings, e.g. train.max_steps=100")
     return p.parse_args(argv)
 
@@ -40,7 +45,7 @@ def config_from_args(args):
         "data_kind": "data.kind", "data_root": "data.root", "sequences": "data.sequences",
         "val_sequences": "data.val_sequences", "bag": "data.bag", "image_topic": "data.image_topic",
         "camera_info_topic": "data.camera_info_topic", "intrinsics": "data.intrinsics", "out": "train.out_dir",
-        "device": "train.device",
+        "device": "train.device", "init": "train.init", "trainable": "train.trainable",
     }
     for attr, key in flag_map.items():
         value = getattr(args, attr)
@@ -62,7 +67,8 @@ def main(argv=None) -> int:
         print(f"sa4depth-train: error: {e}", file=sys.stderr)
         return 2
     trainer.log(f"training on {len(train_set)} samples, validating on {len(val_set) if val_set else 0}; "
-                f"refinement {'on' if cfg.refine.enabled else 'off'}; device {trainer.device}; output {cfg.train.out_dir}")
+                f"refinement {'on' if cfg.refine.enabled else 'off'}; training {cfg.train.trainable}; "
+                f"device {trainer.device}; output {cfg.train.out_dir}")
     try:
         val = trainer.fit()
     except OSError as e:  # e.g. disk full while writing a checkpoint: the last good one is intact

@@ -1,0 +1,177 @@
+"""Frame-to-frame visual odometry in network units: PoseNet's motion, refined by the
+feature-metric LM solver when the model's features were trained and the solve is accepted.
+
+Everything stays in torch; the caller (pipeline.PerceptionPipeline) owns the scale, the
+trajectory and the failure counts, and converts to numpy at the message edge.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+
+from .errors import InputError
+from .infer import LoadedModel
+from .refine import TrustRegion
+
+
+class Tracking(str, Enum):
+    """State of one odometry step.
+
+    INIT: first frame after a reset (no motion). REFINED: the refined motion was accepted.
+    POSENET: PoseNet's motion by design (refinement off, or features never trained).
+    FALLBACK: the refinement was rejected or failed, PoseNet's motion is used.
+    LOST: no usable motion, the pose is held.
+    """
+
+    INIT = "init"
+    REFINED = "ok"
+    POSENET = "posenet"
+    FALLBACK = "posenet_fallback"
+    LOST = "lost"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def failed(self) -> bool:
+        """The step meant to refine and could not."""
+        return self in (Tracking.FALLBACK, Tracking.LOST)
+
+
+ON_FAILURE = ("posenet", "hold")
+LOST_VARIANCE = 1e3  # per DoF of a step whose motion is not trusted (network units)
+POSENET_VARIANCE = 1e-2  # per DoF of an unrefined PoseNet step (network units)
+
+
+@dataclass
+class OdometryStep:
+    """One odometry update, in network units.
+
+    relative: (4,4) float64 T_current->previous. covariance: (6,6) float64 of its twist
+    (translation first). tracking: Tracking. cost, valid_fraction: the finest refinement level's
+    statistics (NaN without refinement). reason: why the refinement was not used ('' otherwise).
+    """
+
+    relative: torch.Tensor
+    covariance: torch.Tensor
+    tracking: Tracking
+    cost: float
+    valid_fraction: float
+    reason: str = ""
+
+
+def project_to_rigid(T: torch.Tensor) -> torch.Tensor:
+    """The nearest rigid transform: the networks and the solver run in float32, so rotations are
+    projected back onto SO(3) before thousands of them are composed.
+
+    Args:
+        T: (4,4)
+    Returns:
+        (4,4) with an orthonormal rotation of determinant 1.
+    """
+    u, _, vt = torch.linalg.svd(T[:3, :3])
+    fix = torch.ones(3, dtype=T.dtype, device=T.device)
+    fix[2] = torch.linalg.det(u @ vt)
+    out = T.clone()
+    out[:3, :3] = u @ torch.diag(fix) @ vt
+    return out
+
+
+class OdometryEstimator:
+    """PoseNet against the previous frame, then (optionally) the LM refinement with the current
+    frame's depth, accepted only inside `trust` and at a lower cost than PoseNet's pose.
+
+    Depth is not computed here: the caller passes the depth it already computed for the frame,
+    so depth, point cloud and odometry share one depth pass.
+
+    refine: use the refinement; it is used only when the model's features were trained
+        (LoadedModel.features_trained), otherwise the odometry is PoseNet-only (`mode` says why).
+    on_failure: what a rejected or failed refinement does: "posenet" keeps PoseNet's motion
+        (FALLBACK), "hold" keeps the previous pose (LOST). Either way the step's covariance is
+        LOST_VARIANCE * I. The reference advances to the current frame whatever the outcome, so
+        tracking recovers by itself.
+    min_valid_fraction: fewer valid points at the finest level reject the refinement.
+    """
+
+    def __init__(self, loaded: LoadedModel, device: torch.device, refine: bool = True,
+                 min_valid_fraction: float = 0.2, on_failure: str = "posenet",
+                 trust: TrustRegion | None = None):
+        if on_failure not in ON_FAILURE:
+            raise InputError(f"on_failure '{on_failure}' is not one of {', '.join(ON_FAILURE)}")
+        self.model, self.device = loaded.model, device
+        self.features_trained = loaded.features_trained
+        self.refine = refine
+        self.min_valid_fraction = min_valid_fraction
+        self.on_failure = on_failure
+        self.trust = trust or TrustRegion()
+        self._prev = None
+
+    @property
+    def refining(self) -> bool:
+        """Whether steps try the refinement (asked for and the features were trained)."""
+        return self.refine and self.features_trained
+
+    @property
+    def mode(self) -> str:
+        """The odometry in use, in words."""
+        if self.refining:
+            return "refined (PoseNet + LM on trained features)"
+        if not self.refine:
+            return "PoseNet only (refinement switched off)"
+        return "PoseNet only (the model's features were never trained: fit them with sa4depth-train --train refiner)"
+
+    def restart_reference(self) -> None:
+        """Forget the previous frame: the next step is an INIT (e.g. after a reset, a camera size
+        change, a model swap or a failed frame)."""
+        self._prev = None
+
+    @torch.inference_mode()
+    def step(self, x: torch.Tensor, depth: torch.Tensor, K) -> OdometryStep:
+        """Add a frame.
+
+        Args:
+            x: (1,3,h,w) network input of the frame (from DepthPredictor).
+            depth: (1,1,h,w) network depth of the frame (network units).
+            K: (3,3) intrinsics at (h,w), numpy or torch.
+        Returns:
+            OdometryStep
+        """
+        feats = self.model.feature_net(x) if self.refining else None
+        prev, self._prev = self._prev, (x, feats)
+        eye = torch.eye(4, dtype=torch.float64)
+        if prev is None:
+            return OdometryStep(eye, torch.zeros(6, 6, dtype=torch.float64), Tracking.INIT, float("nan"),
+                                float("nan"))
+        prev_x, prev_feats = prev
+        if not self.refining:
+            T = self.model.relative_pose(x, prev_x, -1)[0]
+            return self._finish(T, POSENET_VARIANCE, Tracking.POSENET, float("nan"), float("nan"), "")
+        if prev_feats is None:  # refinement was switched on since the previous frame
+            prev_feats = self.model.feature_net(prev_x)
+        Kt = torch.as_tensor(K, dtype=torch.float32, device=self.device)[None]
+        T0, result = self.model.pose_step(x, prev_x, -1, depth, Kt, feats, prev_feats, trust=self.trust)
+        stats, acceptance = result.level_stats[-1], result.acceptance
+        cost, valid = float(stats.cost[0]), float(stats.valid_fraction[0])
+        reason = acceptance.reason(0)
+        if not reason and valid < self.min_valid_fraction:
+            reason = f"only {valid:.0%} of the points were valid"
+        if not reason:
+            cov = result.covariance()[0].double() * max(cost, 1e-12)
+            return self._finish(result.pose[0], cov, Tracking.REFINED, cost, valid, "")
+        if self.on_failure == "hold":
+            return OdometryStep(eye, LOST_VARIANCE * torch.eye(6, dtype=torch.float64), Tracking.LOST, cost, valid,
+                                reason)
+        return self._finish(T0[0], LOST_VARIANCE, Tracking.FALLBACK, cost, valid, reason)
+
+    def _finish(self, T, covariance, tracking: Tracking, cost: float, valid: float, reason: str) -> OdometryStep:
+        """A step with motion T (4,4); a non-finite motion becomes LOST."""
+        T = T.detach().to(torch.float64).cpu()
+        if isinstance(covariance, float):
+            covariance = covariance * torch.eye(6, dtype=torch.float64)
+        if not torch.isfinite(T).all():
+            return OdometryStep(torch.eye(4, dtype=torch.float64), LOST_VARIANCE * torch.eye(6, dtype=torch.float64),
+                                Tracking.LOST, cost, valid, reason or "the motion is not finite")
+        return OdometryStep(project_to_rigid(T), covariance.cpu(), tracking, cost, valid, reason)
+

@@ -1,0 +1,240 @@
+"""Which odometry a model gets and what happens when a frame's odometry goes wrong: trained
+features or PoseNet only, accepted or rejected refinements, contained failures, bounded scale,
+and fitting the refiner on top of fixed depth and pose networks."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from sa4depth_core.checkpoint import load_checkpoint, save_checkpoint
+from sa4depth_core.config import load_config
+from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
+from sa4depth_core.data.sequence import TripletDataset
+from sa4depth_core.errors import CheckpointError, InputError
+from sa4depth_core.infer import load_model
+from sa4depth_core.model import SA4DepthModel
+from sa4depth_core.networks.monodepth2_io import save_monodepth2_folder
+from sa4depth_core.odometry import LOST_VARIANCE, Tracking
+from sa4depth_core.pipeline import PerceptionPipeline, PipelineOptions
+from sa4depth_core.refine import TrustRegion
+from sa4depth_core.train.trainer import Trainer
+
+CPU = torch.device("cpu")
+SMALL = ["model.height=64", "model.width=128"]
+LOOSE = TrustRegion(max_rotation_deg=180.0, max_translation=1e6)  # random features wander far
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    torch.manual_seed(0)
+    return load_model(None, CPU, load_config(None, SMALL))
+
+
+@pytest.fixture(scope="module")
+def refining(untrained):
+    """Untrained weights declared trained: the refinement runs (the mechanisms under test do not
+    depend on what the weights learned)."""
+    return dataclasses.replace(untrained, features_trained=True)
+
+
+@pytest.fixture(scope="module")
+def frames(synth_root):
+    seq = KittiOdometrySequence(synth_root, "00")
+    return [seq.image(i) for i in range(len(seq))], seq.intrinsics()
+
+
+def _pipeline(loaded, **kw):
+    return PerceptionPipeline(loaded, CPU, PipelineOptions(height=64, width=128, **kw))
+
+
+def test_untrained_features_give_posenet_only_odometry_and_say_so(untrained, frames):
+    images, K = frames
+    pipe = _pipeline(untrained)
+    called = []
+    original = untrained.model.refiner.forward
+    untrained.model.refiner.forward = lambda *a, **k: called.append(1) or original(*a, **k)
+    try:
+        outs = [pipe.process(images[i], K, 0.1 * i).odometry for i in range(3)]
+    finally:
+        del untrained.model.refiner.forward
+    assert not called
+    assert [o.tracking for o in outs] == [Tracking.INIT, Tracking.POSENET, Tracking.POSENET]
+    assert "never trained" in pipe.status()["odometry_mode"]
+    assert any("PoseNet only" in w for w in pipe.warnings())
+    assert pipe.status()["steps_posenet"] == 2 and pipe.status()["steps_refined"] == 0
+
+
+def test_which_weights_count_as_trained_features(untrained, tmp_path):
+    cfg = untrained.cfg
+    state = untrained.model.state_dict()
+    assert not untrained.features_trained
+    flagged = tmp_path / "flagged.pt"
+    save_checkpoint(flagged, config=cfg.to_dict(), model=state, step=10, features_trained=True)
+    assert load_model(flagged, CPU).features_trained
+    unflagged = tmp_path / "unflagged.pt"
+    save_checkpoint(unflagged, config=cfg.to_dict(), model=state, step=10)
+    assert not load_model(unflagged, CPU).features_trained
+    # files from before the flag: trained features when the trainer ran the refinement
+    for name, enabled, step, expected in [("old_sa4depth", True, 10, True), ("old_baseline", False, 10, False),
+                                          ("old_step0", True, 0, False)]:
+        path = tmp_path / f"{name}.pt"
+        config = cfg.to_dict()
+        config["refine"]["enabled"] = enabled
+        torch.save({"format": "sa4depth-checkpoint", "version": 1, "config": config, "model": state, "step": step},
+                   path)
+        assert load_model(path, CPU).features_trained is expected, name
+    md2 = tmp_path / "md2"
+    m = untrained.model
+    save_monodepth2_folder(md2, m.depth_encoder, m.depth_decoder, height=64, width=128,
+                           pose_encoder=m.pose_net.encoder, pose_decoder=m.pose_net.decoder)
+    loaded = load_model(md2, CPU)
+    assert loaded.trained and not loaded.features_trained
+
+
+def test_a_rejected_refinement_falls_back_to_posenet_with_lost_variance(refining, frames):
+    images, K = frames
+    tiny = TrustRegion(max_rotation_deg=1e-9, max_translation=1e-12)  # no solve can stay inside
+    pipe = _pipeline(refining, on_failure="posenet", trust=tiny)
+    first = pipe.process(images[0], K, 0.0).odometry
+    second = pipe.process(images[1], K, 0.1).odometry
+    assert first.tracking == Tracking.INIT and second.tracking == Tracking.FALLBACK
+    assert "from the start" in second.reason
+    x0 = pipe.predictor(images[0], K)[2]
+    x1 = pipe.predictor(images[1], K)[2]
+    with torch.inference_mode():
+        posenet = refining.model.relative_pose(x1, x0, -1)[0].double().numpy()
+    np.testing.assert_allclose(second.camera_pose, posenet, atol=1e-5)
+    assert np.diag(second.twist_covariance).min() > LOST_VARIANCE / 0.1**2 / 2
+    assert pipe.status()["steps_fallback"] == 1 and "from the start" in pipe.status()["last_rejection"]
+    # the reference advanced: with an acceptable trust region the next frame is refined again
+    pipe.configure(dataclasses.replace(pipe.options, trust=LOOSE))
+    assert pipe.process(images[2], K, 0.2).odometry.tracking == Tracking.REFINED
+
+
+def test_a_singular_frame_does_not_stop_odometry_for_the_next_ones(refining, frames):
+    """A fence: the refinement's H is singular (texture along one axis only) although the solve
+    went through. Every later frame must still get depth and odometry."""
+    images, K = frames
+    pipe = _pipeline(refining, trust=LOOSE)
+    refiner = refining.model.refiner
+    original = refiner.forward
+    calls = []
+
+    def fence(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            singular = torch.zeros_like(result.hessian)
+            singular[:, 0, 0] = 1.0
+            result.hessian = singular
+        return result
+
+    refiner.forward = fence
+    try:
+        outs = [pipe.process(images[i], K, 0.1 * i) for i in range(8)]
+    finally:
+        del refiner.forward
+    assert all(r.odometry is not None and r.odometry_error == "" for r in outs)
+    assert all(np.isfinite(r.odometry.pose_covariance).all() for r in outs)
+    fenced = outs[1].odometry
+    assert np.diag(fenced.twist_covariance)[:3].min() > 1e3  # unconstrained directions say so
+    assert [r.odometry.tracking for r in outs[2:]] == [Tracking.REFINED] * 6
+
+
+def test_striped_frames_among_real_ones_all_get_depth_and_odometry(refining, frames):
+    images, K = frames
+    stripes = np.zeros_like(images[0])
+    stripes[:, ::8] = 255
+    stripes[:, 1::8] = 255
+    sequence = [images[0], stripes, stripes] + images[1:10]
+    pipe = _pipeline(refining, on_failure="posenet")
+    results = [pipe.process(img, K, 0.1 * i) for i, img in enumerate(sequence)]
+    for r in results:
+        assert np.isfinite(r.depth).any() and r.odometry is not None and r.odometry_error == ""
+        assert np.isfinite(r.odometry.pose).all() and np.isfinite(r.odometry.pose_covariance).all()
+    # every step is accounted for once
+    s = pipe.status()
+    assert s["steps_refined"] + s["steps_fallback"] + s["steps_lost"] == len(sequence) - 1
+
+
+def test_an_odometry_failure_keeps_the_frames_depth_and_restarts_from_the_pose(refining, frames):
+    images, K = frames
+    pipe = _pipeline(refining, trust=LOOSE)
+    for i in range(3):
+        last = pipe.process(images[i], K, 0.1 * i).odometry
+    original = pipe.estimator.step
+
+    def broken(*args):
+        raise RuntimeError("out of memory in the feature net")
+
+    pipe.estimator.step = broken
+    failed = pipe.process(images[3], K, 0.3)
+    pipe.estimator.step = original
+    assert failed.odometry is None and "RuntimeError: out of memory" in failed.odometry_error
+    assert np.isfinite(failed.depth).any()
+    again = pipe.process(images[4], K, 0.4).odometry
+    assert again.tracking == Tracking.INIT
+    np.testing.assert_allclose(again.pose, last.pose)
+    assert pipe.status()["odometry_stage_errors"] == 1
+
+
+def test_the_first_covariance_is_not_zero_and_covariances_stay_finite(untrained, frames):
+    images, K = frames
+    pipe = _pipeline(untrained, scale_mode="fixed", scale_factor=1e6)
+    first = pipe.process(images[0], K, 0.0).odometry
+    assert np.diag(first.pose_covariance).min() > 0
+    for i in range(1, 4):
+        out = pipe.process(images[i], K, 0.1 * i).odometry
+        assert np.isfinite(out.pose).all() and np.isfinite(out.pose_covariance).all()
+    for bad in (1e308, float("inf"), float("nan"), 0.0):
+        with pytest.raises(InputError, match="scale factor"):
+            pipe.configure(dataclasses.replace(pipe.options, scale_factor=bad))
+
+
+def test_checkpoints_declaring_huge_sizes_and_pipes_are_refused_before_loading(untrained, tmp_path):
+    cfg = untrained.cfg.to_dict()
+    cfg["model"]["height"], cfg["model"]["width"] = 65536, 65536
+    huge = tmp_path / "huge.pt"
+    save_checkpoint(huge, config=cfg, model=untrained.model.state_dict())
+    with pytest.raises(CheckpointError, match="budget"):
+        load_model(huge, CPU)
+    fifo = tmp_path / "model.pt"
+    import os
+
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        load_model(fifo, CPU)
+
+
+def test_fitting_the_refiner_leaves_depth_and_pose_bit_identical(synth_root, tmp_path, untrained):
+    init = tmp_path / "plain.pt"
+    cfg = load_config(None, SMALL + ["refine.enabled=false"])
+    save_checkpoint(init, config=cfg.to_dict(), model=untrained.model.state_dict(), step=5)
+    overrides = ["train.batch_size=2", "train.progress=false", "train.max_steps=3", "train.epochs=100",
+                 "train.val_every=1000", "train.save_every=1000", "train.lr=1e-3", "refine.max_points=256",
+                 f"train.out_dir={tmp_path / 'fit'}", f"train.init={init}", "train.trainable=refiner"]
+    fit_cfg = load_config(None, ["model.height=32", "model.width=64"] + overrides)  # the init's size wins
+    data = TripletDataset(KittiOdometrySequence(synth_root, "00"), 64, 128, augment=True)
+    trainer = Trainer(fit_cfg, data, None, log=lambda *a: None)
+    assert (fit_cfg.model.height, fit_cfg.model.width) == (64, 128)
+    trainer.fit()
+    state = load_checkpoint(tmp_path / "fit" / "best.pt")
+    assert state["features_trained"] and state["step"] == 3
+    before, after = untrained.model.state_dict(), state["model"]
+    frozen = ("depth_encoder.", "depth_decoder.", "pose_net.")
+    for key, value in before.items():
+        if key.startswith(frozen):  # weights and batch-norm statistics alike
+            assert torch.equal(value, after[key]), key
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("feature_net."))
+    assert not torch.equal(before["refiner.damping_logits"], after["refiner.damping_logits"])
+    assert load_model(tmp_path / "fit" / "best.pt", CPU).features_trained
+
+
+def test_fitting_the_refiner_needs_weights_and_refinement(tmp_path):
+    data = []
+    with pytest.raises(InputError, match="--init"):
+        Trainer(load_config(None, SMALL + ["train.trainable=refiner", f"train.out_dir={tmp_path}"]), data, None)
+    with pytest.raises(InputError, match="refine.enabled"):
+        Trainer(load_config(None, SMALL + ["train.trainable=refiner", "refine.enabled=false",
+                                           f"train.out_dir={tmp_path}"]), data, None)
