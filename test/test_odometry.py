@@ -238,3 +238,33 @@ def test_fitting_the_refiner_needs_weights_and_refinement(tmp_path):
     with pytest.raises(InputError, match="refine.enabled"):
         Trainer(load_config(None, SMALL + ["train.trainable=refiner", "refine.enabled=false",
                                            f"train.out_dir={tmp_path}"]), data, None)
+
+
+def test_the_online_learner_can_fit_only_the_refiner(synth_root, tmp_path, one_thread):
+    from sa4depth_core.online import OnlineLearner, OnlineOptions
+
+    seq = KittiOdometrySequence(synth_root, "00")
+    init = tmp_path / "plain.pt"
+    cfg = load_config(None, SMALL + ["refine.feature_channels=8"])
+    model = SA4DepthModel(cfg)
+    save_checkpoint(init, config=cfg.to_dict(), model=model.state_dict(), step=5)
+    options = OnlineOptions(out_dir=str(tmp_path / "online"), batch_size=2, val_period=3, min_val=1,
+                            refine_iterations=2, refine_max_points=256, persist_buffer=False, trainable="refiner",
+                            lr=1e-3)
+    learner = OnlineLearner(options, init=str(init))
+    assert not learner.features_trained
+    for i in range(len(seq)):
+        learner.add_frame(seq.image(i), seq.intrinsics(), 0.1 * i)
+    assert learner.train_step() is not None and learner.train_step() is not None
+    assert learner.features_trained
+    after = learner.model.state_dict()
+    for key, value in model.state_dict().items():
+        same = torch.equal(value, after[key])
+        assert same if key.startswith(("depth_encoder.", "depth_decoder.", "pose_net.")) else True, key
+    assert any(not torch.equal(v, after[k]) for k, v in model.state_dict().items() if k.startswith("feature_net."))
+    ok, message = learner.save()
+    assert ok
+    saved = sorted((tmp_path / "online" / "checkpoints").glob("step_*.pt"))[-1]
+    assert load_checkpoint(saved)["features_trained"]
+    with pytest.raises(InputError, match="trainable"):
+        OnlineOptions(trainable="depth").check()
