@@ -9,6 +9,7 @@ with it, a missing install is a failure.
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -53,10 +54,12 @@ def install_space(tmp_path_factory):
 
 
 @pytest.fixture
-def from_install(install_space, monkeypatch, tmp_path_factory):
+def from_install(install_space, monkeypatch, tmp_path, tmp_path_factory):
     """The environment `source install/setup.bash` gives, for this process and the nodes it launches
-    (their log files, and launch's, in the session's temporary directory)."""
+    (their log files, and launch's, in the session's temporary directory; the parameter files
+    launch_ros writes for a Node's dict parameters, and leaves behind, in the test's)."""
     prefix = install_space / PACKAGE
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path_factory.getbasetemp() / "ros_log"))
     monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join([str(prefix), sys.prefix]))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
