@@ -43,6 +43,13 @@ def test_plain_lines_every_n_steps_but_not_closer_than_the_minimum_interval():
     assert lines[-1].startswith("step 105/1000") and len(lines) == 6
 
 
+def test_a_slow_run_still_reports_once_a_minute():
+    clock, lines = _Clock(), []
+    progress = TrainProgress(1000, 0, log=lines.append, stream=io.StringIO(), every=10, clock=clock)
+    _run(progress, clock, 9, seconds_per_step=25.0)  # 225 s, never a tenth step: a line at steps 3, 6 and 9
+    assert [line.split(",")[0] for line in lines] == [f"step {s}/1000" for s in (3, 6, 9)]
+
+
 def test_time_left_is_that_of_the_budget_that_runs_out_first():
     clock = _Clock()
     by_steps = TrainProgress(100, 10.0, start_step=40, log=lambda _: None, stream=io.StringIO(), clock=clock)

@@ -1,13 +1,16 @@
 """Progress of a training run: steps, loss, rate and time left, as a tqdm bar when the stream
-is a terminal, else as one plain line every few steps (CI logs and files stay short)."""
+is a terminal, else as one plain line every few steps (CI logs and files stay short) or at least
+once a minute."""
 from __future__ import annotations
 
 import sys
 import time
 from collections.abc import Callable
 
-# Plain lines come every `every` steps but no closer than this, so fast runs stay quiet in logs.
+# Plain lines come every `every` steps but no closer than MIN_LINE_SECONDS, so fast runs stay
+# quiet in logs, and no further apart than MAX_LINE_SECONDS, so slow runs do not look stuck.
 MIN_LINE_SECONDS = 15.0
+MAX_LINE_SECONDS = 60.0
 
 
 def _is_tty(stream) -> bool:
@@ -32,7 +35,8 @@ class TrainProgress:
         start_step: steps done before this run (a resumed run).
         log: receives the plain lines.
         stream: where a bar would draw; a bar only when it is a TTY.
-        every: steps between plain lines (also at most one per MIN_LINE_SECONDS).
+        every: steps between plain lines (at most one per MIN_LINE_SECONDS, at least one per
+            MAX_LINE_SECONDS while steps are made).
         clock: monotonic seconds.
     """
 
@@ -91,7 +95,8 @@ class TrainProgress:
             self._losses.clear()
             return
         now = self.clock()
-        if (step - self.start_step) % self.every == 0 and now - self._last_line >= MIN_LINE_SECONDS:
+        since = now - self._last_line
+        if since >= MAX_LINE_SECONDS or ((step - self.start_step) % self.every == 0 and since >= MIN_LINE_SECONDS):
             self.log(self.text())
             self._losses.clear()
             self._last_line = now
