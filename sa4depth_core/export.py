@@ -38,7 +38,7 @@ from torch import nn
 
 from . import __version__
 from .errors import InputError
-from .infer import LoadedModel, load_model
+from .infer import LoadedModel, load_model, network_size
 from .networks.depth_decoder import disp_to_depth
 
 log = logging.getLogger(__name__)
@@ -100,15 +100,6 @@ def graph_specs(model: nn.Module) -> list[GraphSpec]:
         GraphSpec("pose", PoseGraph, ("image_earlier", "image_later"), ("axisangle", "translation")),
         GraphSpec("features", FeatureGraph, ("image",), feature_outputs),
     ]
-
-
-def network_size(loaded: LoadedModel, height: int = 0, width: int = 0) -> tuple[int, int]:
-    """(height, width) of the graphs: the model's own size where 0; InputError unless both are
-    multiples of 32 of at least 64 (the encoder's deepest map must be 2 pixels or more)."""
-    h, w = int(height or loaded.cfg.model.height), int(width or loaded.cfg.model.width)
-    if h % 32 or w % 32 or min(h, w) < 64:
-        raise InputError(f"network input size {w}x{h} must be multiples of 32 of at least 64")
-    return h, w
 
 
 def export_graphs(loaded: LoadedModel, height: int = 0, width: int = 0, opset: int = OPSET) -> dict[str, bytes]:

@@ -52,6 +52,16 @@ def network_size_problem(height: int, width: int) -> str | None:
     return None
 
 
+def network_size(loaded: LoadedModel, height: int = 0, width: int = 0) -> tuple[int, int]:
+    """(height, width) of the network input: the model's own size where 0; InputError unless
+    network_size_problem accepts it."""
+    h, w = int(height or loaded.cfg.model.height), int(width or loaded.cfg.model.width)
+    problem = network_size_problem(h, w)
+    if problem:
+        raise InputError(problem)
+    return h, w
+
+
 def _check_size(cfg: Config, source) -> None:
     problem = network_size_problem(int(cfg.model.height), int(cfg.model.width))
     if problem:
@@ -157,15 +167,18 @@ def rgb_to_tensor(rgb: np.ndarray, height: int, width: int, device: torch.device
 
 
 class DepthPredictor:
-    """Runs the depth network on single frames at the model's input size."""
+    """Runs the depth network on single frames at the network's input size.
 
-    def __init__(self, loaded: LoadedModel, device: torch.device, height: int | None = None, width: int | None = None):
+    nets: the networks to run (backends.make_networks); None runs the model in torch fp32.
+    """
+
+    def __init__(self, loaded: LoadedModel, device: torch.device, height: int | None = None, width: int | None = None,
+                 nets=None):
+        from .backends.torch_nets import TorchNetworks
+
         self.loaded, self.device = loaded, device
-        self.height = int(height or loaded.cfg.model.height)
-        self.width = int(width or loaded.cfg.model.width)
-        problem = network_size_problem(self.height, self.width)
-        if problem:
-            raise InputError(problem)
+        self.height, self.width = network_size(loaded, height or 0, width or 0)
+        self.nets = nets if nets is not None else TorchNetworks(loaded, self.height, self.width, device)
 
     @torch.inference_mode()
     def __call__(self, rgb: np.ndarray, K: np.ndarray) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
@@ -180,6 +193,6 @@ class DepthPredictor:
         if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
             raise InputError(f"invalid intrinsics (fx={K[0, 0]}, fy={K[1, 1]}): is the camera calibrated?")
         x = rgb_to_tensor(rgb, self.height, self.width, self.device)
-        depth = self.loaded.model.depth(x).float()
+        depth = self.nets.depth(x).float()
         Ks = scale_intrinsics(K.astype(np.float64), self.width / rgb.shape[1], self.height / rgb.shape[0])
         return depth, Ks, x

@@ -118,8 +118,8 @@ class SA4DepthModel(nn.Module):
         return pose_from_axisangle(axisangle, translation, invert=offset < 0)
 
     def pose_step(self, target: torch.Tensor, source: torch.Tensor, offset: int, depth_t: torch.Tensor,
-                  K: torch.Tensor, feats_t=None, feats_s=None,
-                  trust: TrustRegion | None = None) -> tuple[torch.Tensor, RefineResult]:
+                  K: torch.Tensor, feats_t=None, feats_s=None, trust: TrustRegion | None = None,
+                  networks=None) -> tuple[torch.Tensor, RefineResult]:
         """The refined-pose step shared by training, validation scoring and odometry: PoseNet's
         T_t->s, then its feature-metric LM refinement with the target depth (see refine.py).
 
@@ -129,10 +129,14 @@ class SA4DepthModel(nn.Module):
             feats_t, feats_s: the feature pyramids of target and source when already computed
                 (list of (features, confidence), coarse to fine); None computes them here.
             trust: when given, each refined pose is also tested for acceptance (odometry).
+            networks: what computes PoseNet and the features (an inference backend with the same
+                method names, backends.make_networks); None is this model. The solver is this
+                model's refiner either way.
         Returns:
             PoseNet's T_t->s (B,4,4), RefineResult
         """
-        T0 = self.relative_pose(target, source, offset)
-        feats_t = self.feature_net(target) if feats_t is None else feats_t
-        feats_s = self.feature_net(source) if feats_s is None else feats_s
+        nets = self if networks is None else networks
+        T0 = nets.relative_pose(target, source, offset)
+        feats_t = nets.feature_net(target) if feats_t is None else feats_t
+        feats_s = nets.feature_net(source) if feats_s is None else feats_s
         return T0, self.refiner(depth_t, K, T0, feats_t, feats_s, trust)

@@ -93,14 +93,17 @@ class OdometryEstimator:
         LOST_VARIANCE * I. The reference advances to the current frame whatever the outcome, so
         tracking recovers by itself.
     min_valid_fraction: fewer valid points at the finest level reject the refinement.
+    nets: what runs PoseNet and the feature network (backends.make_networks; None: the model in
+        torch); the LM solver is the model's refiner in torch either way.
     """
 
     def __init__(self, loaded: LoadedModel, device: torch.device, refine: bool = True,
                  min_valid_fraction: float = 0.2, on_failure: str = "posenet",
-                 trust: TrustRegion | None = None):
+                 trust: TrustRegion | None = None, nets=None):
         if on_failure not in ON_FAILURE:
             raise InputError(f"on_failure '{on_failure}' is not one of {', '.join(ON_FAILURE)}")
         self.model, self.device = loaded.model, device
+        self.nets = loaded.model if nets is None else nets
         self.features_trained = loaded.features_trained
         self.refine = refine
         self.min_valid_fraction = min_valid_fraction
@@ -138,7 +141,7 @@ class OdometryEstimator:
         Returns:
             OdometryStep
         """
-        feats = self.model.feature_net(x) if self.refining else None
+        feats = self.nets.feature_net(x) if self.refining else None
         prev, self._prev = self._prev, (x, feats)
         eye = torch.eye(4, dtype=torch.float64)
         if prev is None:
@@ -146,12 +149,13 @@ class OdometryEstimator:
                                 float("nan"))
         prev_x, prev_feats = prev
         if not self.refining:
-            T = self.model.relative_pose(x, prev_x, -1)[0]
+            T = self.nets.relative_pose(x, prev_x, -1)[0]
             return self._finish(T, POSENET_VARIANCE, Tracking.POSENET, float("nan"), float("nan"), "")
         if prev_feats is None:  # refinement was switched on since the previous frame
-            prev_feats = self.model.feature_net(prev_x)
+            prev_feats = self.nets.feature_net(prev_x)
         Kt = torch.as_tensor(K, dtype=torch.float32, device=self.device)[None]
-        T0, result = self.model.pose_step(x, prev_x, -1, depth, Kt, feats, prev_feats, trust=self.trust)
+        T0, result = self.model.pose_step(x, prev_x, -1, depth, Kt, feats, prev_feats, trust=self.trust,
+                                          networks=self.nets)
         stats, acceptance = result.level_stats[-1], result.acceptance
         cost, valid = float(stats.cost[0]), float(stats.valid_fraction[0])
         reason = acceptance.reason(0)

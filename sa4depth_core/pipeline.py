@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from transforms3d.euler import euler2mat
 
+from .backends import make_networks, plan
 from .data.pose_io import save_kitti_poses, save_tum_poses
 from .errors import InputError
 from .geometry import invert_transform, se3_adjoint, so3_log
@@ -57,6 +58,8 @@ class PipelineOptions:
         by 32 and its last map must be 2 pixels or more); 0 takes the model's own size.
     on_failure: see OdometryEstimator ("hold" keeps the last pose when refinement fails).
     trust: the trust region a refined motion must stay in around PoseNet's (refine.TrustRegion).
+    backend, precision, threads: what runs the depth, pose and feature networks
+        (backends.make_networks: auto picks the fastest that works here; threads 0 = torch's).
     base_from_camera: (4,4) pose of the camera optical frame in the base frame.
     min_variance: floor added to every relative-motion variance (m^2, rad^2), so that a
         near-perfect feature match never claims impossible certainty; also the pose variance at
@@ -72,6 +75,9 @@ class PipelineOptions:
     refine: bool = True
     on_failure: str = "hold"
     trust: TrustRegion = field(default_factory=TrustRegion)
+    backend: str = "torch"
+    precision: str = "fp32"
+    threads: int = 0
     base_from_camera: np.ndarray = field(default_factory=lambda: np.eye(4))
     min_variance: float = 1e-6
 
@@ -86,6 +92,7 @@ class PipelineOptions:
         problem = network_size_problem(self.height or 64, self.width or 64)
         if problem:
             raise InputError(problem)
+        plan(self.backend, self.precision, torch.device("cpu"))  # raises for unknown names
         if self.on_failure not in ON_FAILURE:
             raise InputError(f"on_failure '{self.on_failure}' is not one of {', '.join(ON_FAILURE)}")
         T = np.asarray(self.base_from_camera, dtype=np.float64)
@@ -175,7 +182,7 @@ class PerceptionPipeline:
         self.options = options or PipelineOptions()
         self.options.check()
         self.loaded = loaded
-        self._build_depth()
+        self._build_networks()
         self._build_scale()
         self._build_odometry()
         self._trajectory = _Trajectory()
@@ -184,9 +191,12 @@ class PerceptionPipeline:
         self._reset_odometry_state(torch.eye(4, dtype=_F64))
 
     # -- construction -------------------------------------------------------------------------
-    def _build_depth(self) -> None:
-        self.predictor = DepthPredictor(self.loaded, self.device, self.options.height or None,
-                                        self.options.width or None)
+    def _build_networks(self) -> None:
+        """The inference networks at the network size, and the depth predictor running them."""
+        o = self.options
+        self.nets, self.backend = make_networks(self.loaded, o.backend, o.precision, self.device, o.height, o.width,
+                                                o.threads)
+        self.predictor = DepthPredictor(self.loaded, self.device, o.height, o.width, nets=self.nets)
 
     def _build_scale(self) -> None:
         o = self.options
@@ -195,7 +205,7 @@ class PerceptionPipeline:
     def _build_odometry(self) -> None:
         o = self.options
         self.estimator = OdometryEstimator(self.loaded, self.device, refine=o.refine, on_failure=o.on_failure,
-                                           trust=o.trust)
+                                           trust=o.trust, nets=self.nets)
 
     def _reset_odometry_state(self, camera_pose: torch.Tensor) -> None:
         self._camera_pose = camera_pose  # T_cam0_cam (4,4), output units
@@ -221,8 +231,10 @@ class PerceptionPipeline:
         """Apply new settings, rebuilding only what they touch; the trajectory continues."""
         options.check()
         old, self.options = self.options, options
-        if (old.height, old.width) != (options.height, options.width):
-            self._build_depth()
+        if (old.height, old.width, old.backend, old.precision, old.threads) != (
+                options.height, options.width, options.backend, options.precision, options.threads):
+            self._build_networks()
+            self.estimator.nets = self.nets
             self.estimator.restart_reference()
         if (old.scale_mode, old.scale_factor, old.camera_height) != (
                 options.scale_mode, options.scale_factor, options.camera_height):
@@ -238,7 +250,7 @@ class PerceptionPipeline:
         """Swap in another (already checked) model; the trajectory continues from the current
         pose, matched against frames of the new model only."""
         self.loaded = loaded
-        self._build_depth()
+        self._build_networks()
         self._build_odometry()
         self._prev_stamp = None
 
@@ -249,7 +261,7 @@ class PerceptionPipeline:
     def status(self) -> dict:
         """The odometry mode and its counts since start, for diagnostics (str / int values)."""
         c = self.counts
-        return {"odometry_mode": self.estimator.mode, "steps_refined": c[Tracking.REFINED],
+        return {"inference_backend": self.backend, "odometry_mode": self.estimator.mode, "steps_refined": c[Tracking.REFINED],
                 "steps_posenet": c[Tracking.POSENET], "steps_fallback": c[Tracking.FALLBACK],
                 "steps_lost": c[Tracking.LOST], "odometry_stage_errors": c["error"],
                 "last_rejection": self.last_rejection or "none"}

@@ -89,3 +89,16 @@ def test_eval_odom_of_untrained_features_is_posenet_only(synth_root, tmp_path, c
     assert not data["features_trained"] and set(data["sequences"]["kitti_odometry/01/image_2"]) == {"posenet"}
     printed = capsys.readouterr().out
     assert "never trained" in printed and "PoseNet only" in printed
+
+
+def test_eval_runs_the_networks_on_another_backend(synth_root, checkpoint, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "depth.json"
+    assert eval_cli.main(["depth", "--checkpoint", str(checkpoint), "--data-root", str(synth_root), "--sequences", "01",
+                          "--crop", "none", "--max-frames", "3", "--backend", "onnxruntime", "--json", str(out)]) == 0
+    assert "networks: onnxruntime fp32" in capsys.readouterr().out
+    reference = tmp_path / "torch.json"
+    assert eval_cli.main(["depth", "--checkpoint", str(checkpoint), "--data-root", str(synth_root), "--sequences", "01",
+                          "--crop", "none", "--max-frames", "3", "--json", str(reference)]) == 0
+    a, b = (json.loads(p.read_text())["depth"]["metrics"]["abs_rel"] for p in (out, reference))
+    assert a == pytest.approx(b, rel=1e-4)

@@ -91,12 +91,12 @@ def test_fixed_scale_multiplies_network_depth_once_per_frame(untrained, frames):
     images, K = frames
     pipe = _pipeline(untrained, scale_mode="fixed", scale_factor=2.5)
     calls = []
-    original = untrained.model.depth
-    untrained.model.depth = lambda x: calls.append(1) or original(x)
+    original = untrained.model.disparities
+    untrained.model.disparities = lambda x: calls.append(1) or original(x)
     try:
         results = [pipe.process(img, K, 0.1 * i) for i, img in enumerate(images[:3])]
     finally:
-        del untrained.model.depth
+        del untrained.model.disparities
     assert len(calls) == 3
     reference, K_net, _ = DepthPredictor(untrained, CPU, 64, 128)(images[2], K)
     np.testing.assert_allclose(results[2].depth, 2.5 * reference[0, 0].numpy(), rtol=1e-5)

@@ -268,3 +268,21 @@ def test_the_online_learner_can_fit_only_the_refiner(synth_root, tmp_path, one_t
     assert load_checkpoint(saved)["features_trained"]
     with pytest.raises(InputError, match="trainable"):
         OnlineOptions(trainable="depth").check()
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_the_pipeline_runs_and_hot_swaps_on_a_backend(refining, frames, backend):
+    pytest.importorskip(backend)
+    images, K = frames
+    reference = _pipeline(refining, trust=LOOSE)
+    pipe = _pipeline(refining, trust=LOOSE, backend=backend)
+    assert pipe.status()["inference_backend"].startswith(f"{backend} fp32")
+    for i in range(3):
+        a, b = reference.process(images[i], K, 0.1 * i), pipe.process(images[i], K, 0.1 * i)
+        np.testing.assert_allclose(b.depth, a.depth, rtol=1e-3)
+        assert b.odometry.tracking == a.odometry.tracking
+        np.testing.assert_allclose(b.odometry.pose, a.odometry.pose, atol=1e-3)
+    other = dataclasses.replace(refining, model=SA4DepthModel(refining.cfg).eval(), model_id="other")
+    pipe.set_model(other)
+    assert pipe.status()["inference_backend"].startswith(f"{backend} fp32") and pipe.nets.model_id == "other"
+    assert pipe.process(images[3], K, 0.3).odometry.tracking == Tracking.INIT

@@ -132,7 +132,8 @@ def make_networks(loaded: LoadedModel, backend: str = "auto", precision: str = "
         InputError for an unknown backend or precision or a bad size; BackendUnavailable only
         with fallback=False.
     """
-    from ..export import export_graphs, network_size
+    from ..export import export_graphs
+    from ..infer import network_size
     from .parity import beyond_tolerance, max_abs_diffs, outputs
     from .torch_nets import TorchNetworks
 

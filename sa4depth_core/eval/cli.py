@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..config import Config
 from ..data.kitti_raw import KittiRawDrive, load_split_file
 from ..data.pose_io import save_kitti_poses, save_tum_poses
 from ..errors import InputError
-from ..infer import load_model
+from ..backends import BACKENDS, PRECISIONS, make_networks
+from ..infer import load_model, select_device
 from ..train.datasets import open_sequences
 from . import cli_odometry, cli_trajectory
 from .depth_metrics import evaluate_depth
@@ -37,11 +37,21 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sequences", default="", help="comma-separated sequences / drives / folders")
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames per sequence")
     p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
+                   help="what runs the networks (auto: the fastest that works here; see docs/backends.md)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--json", help="write all numbers to this JSON file")
 
 
-def _device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+def _model(args):
+    """(loaded model, device, inference networks) from the common arguments."""
+    device, note = select_device(args.device)
+    if note:
+        print(note, file=sys.stderr)
+    loaded = load_model(args.checkpoint, device)
+    nets, description = make_networks(loaded, args.backend, args.precision, device)
+    print(f"networks: {description}")
+    return loaded, device, nets
 
 
 def _sequences(args):
@@ -57,8 +67,7 @@ def _frames(seq, max_frames: int) -> range:
 
 
 def cmd_depth(args) -> dict:
-    device = _device(args.device)
-    loaded = load_model(args.checkpoint, device)
+    loaded, device, nets = _model(args)
     if args.split_file:
         items = load_split_file(args.split_file)
         jobs: dict[str, tuple] = {}
@@ -72,7 +81,7 @@ def cmd_depth(args) -> dict:
     for seq, frames in work:
         if not seq.has_depth:
             raise InputError(f"{seq.name}: has no ground-truth depth to evaluate against")
-        run = run_sequence(loaded, seq, device, frames, odometry=False)
+        run = run_sequence(loaded, seq, device, frames, odometry=False, nets=nets)
         seq_gt = [seq.gt_depth(i) for i in frames]
         gts += seq_gt
         preds += run.depths
@@ -97,8 +106,7 @@ def cmd_odom(args) -> dict | int:
         forwarded = ["--gt", args.gt or "", "--est", args.est or "", "--align", args.align, "--format", args.format]
         return cli_odometry.main(forwarded + (["--json", args.json] if args.json else [])
                                  + (["--plot", args.plot] if args.plot else []))
-    device = _device(args.device)
-    loaded = load_model(args.checkpoint, device)
+    loaded, device, nets = _model(args)
     out: dict = {"model": loaded.model_id, "features_trained": loaded.features_trained, "sequences": {}}
     if not loaded.features_trained:
         print(f"{loaded.source}: its feature network was never trained, so only PoseNet's odometry is evaluated "
@@ -107,7 +115,7 @@ def cmd_odom(args) -> dict | int:
         if not seq.has_poses:
             raise InputError(f"{seq.name}: has no ground-truth poses to evaluate against")
         frames = _frames(seq, args.max_frames)
-        run = run_sequence(loaded, seq, device, frames)
+        run = run_sequence(loaded, seq, device, frames, nets=nets)
         gt = np.stack([seq.pose(i) for i in frames])
         gt_rel = absolute_to_relative(gt)
         depth_ratios = None

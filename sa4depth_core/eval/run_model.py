@@ -36,15 +36,16 @@ class SequenceRun:
 
 
 def run_sequence(loaded: LoadedModel, seq: FrameSequence, device: torch.device, frames: range | None = None,
-                 odometry: bool = True, refine_modes=("posenet", "refined")) -> SequenceRun:
+                 odometry: bool = True, refine_modes=("posenet", "refined"), nets=None) -> SequenceRun:
     """Depth for every frame in `frames` (default: all) and trajectories for each refine mode
-    ("refined" is skipped for a model without trained features)."""
+    ("refined" is skipped for a model without trained features). nets: the inference networks
+    (backends.make_networks; None: the model in torch fp32)."""
     import time
 
     frames = frames if frames is not None else range(len(seq))
-    predictor = DepthPredictor(loaded, device)
+    predictor = DepthPredictor(loaded, device, nets=nets)
     modes = [m for m in refine_modes if m != "refined" or loaded.features_trained] if odometry else []
-    estimators = {m: OdometryEstimator(loaded, device, refine=(m == "refined")) for m in modes}
+    estimators = {m: OdometryEstimator(loaded, device, refine=(m == "refined"), nets=predictor.nets) for m in modes}
     poses = {m: torch.eye(4, dtype=torch.float64) for m in modes}
     K0 = seq.intrinsics()
     run = SequenceRun(seq.name)
