@@ -43,6 +43,9 @@ class RefineConfig:
     pose_supervision: str = "photometric"
     distill_weight: float = 0.1
     level_loss_weight: float = 0.5  # weight of the coarser levels' photometric losses
+    # PoseNet's own photometric term and the level terms use the full-resolution depth; False
+    # detaches it there, so only the main (refined-pose) loss trains depth (a study arm)
+    aux_trains_depth: bool = True
 
 
 @dataclass
@@ -50,6 +53,9 @@ class LossConfig:
     ssim_alpha: float = 0.85
     smoothness: float = 1e-3
     automask: bool = True
+    # refinement off only: add SA4Depth's auxiliary photometric weight (1 + refine.level_loss_weight)
+    # with PoseNet's pose, so depth gets the same total supervision as with SA4Depth (a study control)
+    baseline_aux: bool = False
 
 
 @dataclass

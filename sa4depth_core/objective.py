@@ -92,12 +92,22 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
     total = photo / len(cfg.model.scales)
     stats["photometric"] = float(total.detach())
 
+    # The auxiliary terms below add full-resolution photometric losses on top of the main one;
+    # whether they also train the depth network is a switch, so the comparison with the baseline
+    # can isolate what the refinement itself does (benchmarks/study.py).
+    aux_depth = depths[0] if cfg.refine.aux_trains_depth else depths[0].detach()
+    if not use_refine and cfg.loss.baseline_aux:
+        # the control: the same auxiliary weight as SA4Depth's (PoseNet's own term plus the level
+        # terms), all with PoseNet's pose
+        aux, _ = _reprojection(target, sources, aux_depth, posenet, K, K_inv, alpha, automask)
+        total = total + (1 + cfg.refine.level_loss_weight) * aux
+        stats["baseline_aux_photometric"] = aux.item()
     if use_refine:
         supervision = cfg.refine.pose_supervision
         if "pose_net" in model.frozen:  # fitting the refiner alone: PoseNet's terms have no gradient
             supervision = "none"
         if supervision in ("photometric", "both"):
-            posenet_loss, _ = _reprojection(target, sources, depths[0], posenet, K, K_inv, alpha, automask)
+            posenet_loss, _ = _reprojection(target, sources, aux_depth, posenet, K, K_inv, alpha, automask)
             total = total + posenet_loss
             stats["posenet_photometric"] = posenet_loss.item()
         if supervision in ("distill", "both"):
@@ -112,7 +122,7 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
             level_loss = 0.0
             for level in range(n_levels):
                 poses = [lp[level] for lp in level_poses]
-                level_loss = level_loss + _reprojection(target, sources, depths[0], poses, K, K_inv, alpha, automask)[0]
+                level_loss = level_loss + _reprojection(target, sources, aux_depth, poses, K, K_inv, alpha, automask)[0]
             total = total + cfg.refine.level_loss_weight * level_loss / n_levels
             stats["level_photometric"] = level_loss.item() / n_levels
     stats["loss"] = total.item()

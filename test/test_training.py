@@ -172,3 +172,31 @@ def test_trainer_starts_from_monodepth2_folder(synth_root, tmp_path):
     for name, module in [("depth_encoder", donor.depth_encoder), ("pose_net", donor.pose_net)]:
         mine = getattr(trainer.model, name).state_dict()
         assert all(torch.equal(mine[k], v) for k, v in module.state_dict().items())
+
+
+@pytest.mark.parametrize("switch", ["loss.baseline_aux=true", "refine.aux_trains_depth=false"])
+def test_the_study_controls_change_only_what_they_name(synth_root, tmp_path, switch):
+    """The control arm adds PoseNet-pose terms of SA4Depth's auxiliary weight; the detached arm
+    keeps SA4Depth's loss value but its auxiliary terms give depth no gradient."""
+    batch = _batch(synth_root)
+    refine = switch.startswith("refine")
+    base = ["refine.enabled=true"] if refine else ["refine.enabled=false"]
+    results = {}
+    for name, extra in (("default", []), ("switched", [switch])):
+        cfg = _cfg(tmp_path, *base, *extra)
+        torch.manual_seed(0)
+        model = SA4DepthModel(cfg)
+        torch.manual_seed(1)
+        loss, stats = compute_losses(model, batch, cfg)
+        loss.backward()
+        grad = torch.cat([p.grad.flatten() for n, p in model.named_parameters()
+                          if n.startswith("depth_") and p.grad is not None])
+        results[name] = (loss.item(), stats, grad)
+    (l0, s0, g0), (l1, s1, g1) = results["default"], results["switched"]
+    if refine:
+        assert l1 == pytest.approx(l0, rel=1e-5)  # same value ...
+        assert not torch.allclose(g0, g1)  # ... but depth no longer learns from the auxiliary terms
+    else:
+        weight = 1 + _cfg(tmp_path).refine.level_loss_weight
+        assert l1 == pytest.approx(l0 + weight * s1["baseline_aux_photometric"], rel=1e-5)
+        assert "baseline_aux_photometric" not in s0
