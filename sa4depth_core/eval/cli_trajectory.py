@@ -175,7 +175,7 @@ def _strip(args, plot: Path) -> Path | None:
     predictor = DepthPredictor(loaded, device)
     frames = np.unique(np.linspace(0, len(seq) - 1, min(STRIP_FRAMES, len(seq))).round().astype(int))
     rgbs = [seq.image(int(i)) for i in frames]
-    depths = [predictor(rgb, seq.intrinsics())[0] for rgb in rgbs]
+    depths = [predictor(rgb, seq.intrinsics())[0][0, 0].cpu().numpy() for rgb in rgbs]
     return depth_strip(plot.with_name(plot.stem + "_depth.png"), rgbs, depths,
                        [f"frame {i}  t0 + {seq.timestamp(int(i)) - seq.timestamp(0):.2f} s" for i in frames])
 

@@ -14,9 +14,9 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import Config
-from ..errors import CheckpointError
+from ..checkpoint import features_trained, load_checkpoint, save_checkpoint
+from ..config import TRAINABLE, Config
+from ..errors import CheckpointError, InputError
 from ..eval.depth_metrics import evaluate_depth
 from ..model import SA4DepthModel
 from ..networks.depth_decoder import disp_to_depth
@@ -24,6 +24,32 @@ from ..networks.monodepth2_io import load_monodepth2_folder
 from ..objective import compute_losses
 from .distributed import all_reduce_mean, init_distributed, shutdown
 from .progress import TrainProgress
+
+
+MODEL_KEYS_FROM_INIT = ("num_layers", "height", "width", "min_depth", "max_depth")
+
+
+def _adopt_init_model(cfg: Config, log) -> None:
+    """Fitting the refiner keeps the initial depth and pose networks: take their architecture and
+    size from `train.init` (a checkpoint's config, or a Monodepth2 folder's encoder) so they load."""
+    t = cfg.train
+    if not cfg.refine.enabled:
+        raise InputError("train.trainable=refiner trains the refinement: it needs refine.enabled=true")
+    if not t.init and not t.resume:
+        raise InputError("train.trainable=refiner needs the weights to start from: --init <checkpoint or "
+                         "Monodepth2 folder>")
+    if not t.init:
+        return
+    if Path(t.init).is_dir():
+        meta = load_monodepth2_folder(t.init, torch.device("cpu"))
+        source = {"num_layers": meta["encoder"].num_layers, "height": meta["meta"].get("height"),
+                  "width": meta["meta"].get("width")}
+    else:
+        source = load_checkpoint(t.init)["config"].get("model", {})
+    for key in MODEL_KEYS_FROM_INIT:
+        if source.get(key):
+            setattr(cfg.model, key, type(getattr(cfg.model, key))(source[key]))
+    log(f"model {cfg.model.num_layers} layers at {cfg.model.width}x{cfg.model.height} as in {t.init}")
 
 
 class LossModule(nn.Module):
@@ -97,12 +123,23 @@ class Trainer:
         self.ckpt_dir = self.out_dir / "checkpoints"
         if self.dist.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.train.trainable not in TRAINABLE:
+            raise InputError(f"train.trainable must be one of {', '.join(TRAINABLE)}, got '{cfg.train.trainable}'")
+        if cfg.train.trainable == "refiner":
+            _adopt_init_model(cfg, self.log)
         self.model = SA4DepthModel(cfg).to(self.device)
         self.step, self.epoch, self.best_score, self.parent = 0, 0, math.inf, ""
+        self.init_features_trained = False  # the starting weights' flag (checkpoint.features_trained)
+        self._load_initial_state()
+        if cfg.train.trainable == "refiner":
+            self.model.freeze(SA4DepthModel.FROZEN_FOR_REFINER)
+            self.log("training only the feature network and the damping (depth and pose networks frozen)")
         self.optimizer = torch.optim.Adam(self.model.optimizer_groups(cfg.train.lr, cfg.train.damping_lr_factor))
         self.amp = bool(cfg.train.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self._load_initial_state()
+        if self._resume_state is not None and "optimizer" in self._resume_state:
+            self.optimizer.load_state_dict(self._resume_state["optimizer"])
+        self._resume_state = None
         module = LossModule(self.model, cfg)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -117,11 +154,12 @@ class Trainer:
         if path == "auto":
             found = sorted(self.ckpt_dir.glob("step_*.pt"))
             path = str(found[-1]) if found else ""
+        self._resume_state = None
         if path:
             state = load_checkpoint(path, map_location=self.device)
             self._load_model_state(state, path)
-            if "optimizer" in state:
-                self.optimizer.load_state_dict(state["optimizer"])
+            self._resume_state = state  # its optimizer state is loaded once the optimizer exists
+            self.init_features_trained = features_trained(state)
             self.step, self.epoch = state["step"], state["epoch"]
             self.best_score = state.get("metrics", {}).get("best_score", math.inf)
             self.parent = str(path)
@@ -131,7 +169,9 @@ class Trainer:
             self.parent = t.init
             self.log(f"initialised depth and pose networks from the Monodepth2 folder {t.init}")
         elif t.init:
-            self._load_model_state(load_checkpoint(t.init, map_location=self.device), t.init)
+            state = load_checkpoint(t.init, map_location=self.device)
+            self._load_model_state(state, t.init)
+            self.init_features_trained = features_trained(state)
             self.parent = t.init
             self.log(f"initialised weights from {t.init}")
         elif self.cfg.model.imagenet_weights:
@@ -228,7 +268,7 @@ class Trainer:
         path = self.ckpt_dir / f"step_{self.step:08d}.pt"
         state = dict(config=self.cfg.to_dict(), model=self.model.state_dict(), step=self.step, epoch=self.epoch,
                      optimizer=self.optimizer.state_dict(), metrics={**metrics, "best_score": self.best_score},
-                     parent=self.parent)
+                     parent=self.parent, features_trained=self.features_trained)
         save_checkpoint(path, **state)
         self.parent = str(path)
         if best:
@@ -236,6 +276,12 @@ class Trainer:
             save_checkpoint(self.out_dir / "best.pt", **state)
         for old in sorted(self.ckpt_dir.glob("step_*.pt"))[: -max(self.cfg.train.keep_checkpoints, 1)]:
             old.unlink(missing_ok=True)
+
+    @property
+    def features_trained(self) -> bool:
+        """Whether the model's feature network and damping have been trained: they came trained,
+        or this run has taken steps with the refinement on."""
+        return self.init_features_trained or (self.cfg.refine.enabled and self.step > 0)
 
     def fit(self) -> dict:
         """Train until the epoch, step or time budget runs out; returns the last validation."""
