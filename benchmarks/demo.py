@@ -1,10 +1,12 @@
 """The figures `make demo` prints, measured by running it (training its model anew) and reading
 the metrics.json it writes, as one markdown section for RESULTS.md.
 
-    python benchmarks/demo.py
+    python benchmarks/demo.py                      # demo options may follow, e.g. --frames 60
+    python benchmarks/demo.py --keep outputs/run   # keep the demo's artefacts there (a new folder)
 """
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -20,28 +22,39 @@ def _num(value, fmt: str = ".2f") -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
+def section(metrics: dict, seconds: float) -> str:
+    """The RESULTS.md section for one demo run's metrics.json and its wall time."""
+    s, f, d, o = metrics["summary"], metrics["frames"], metrics["depth"], metrics["odometry"]
+    lines = [f"## make demo ({machine()})", "",
+             f"Whole demo {seconds / 60:.1f} min (generation, training from scratch, bag, ROS 2 graph, scoring; "
+             "no set-up).", "",
+             "| frames played | node received | node published | depth images back | output Hz | latency p50 / p95 ms "
+             "| AbsRel | d1 | AbsRel one scale | ATE 7dof m | scale 7dof | t_err % | GT length m |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+             f"| {s['frames played']} | {f['node: frames received (paired)']} | {f['node: published']} | "
+             f"{s['depth images received']} | {s['output rate Hz']:.1f} | "
+             f"{s['latency ms p50']} / {s['latency ms p95']} | {d['abs_rel']:.3f} | {d['a1']:.3f} | "
+             f"{d['abs_rel one scale']:.3f} | {o['ATE 7dof (m)']:.3f} | {o['scale 7dof']:.1f} | "
+             f"{_num(o['t_err 7dof (%)'])} | {o['GT length (m)']:.1f} |"]
+    lines += [f"\n- {finding}" for finding in metrics["frame_losses"]]
+    return "\n".join(lines)
+
+
 def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--keep", help="write the demo's artefacts into this new folder instead of a temporary one")
+    args, demo_args = p.parse_known_args()
     with tempfile.TemporaryDirectory(prefix="sa4depth_demo_") as tmp:
+        out = Path(args.keep or tmp)
+        if args.keep and out.exists():
+            p.error(f"--keep {out} exists: the demo would reuse the model it finds there instead of training")
         t0 = time.time()
-        run = subprocess.run([sys.executable, "-m", "sa4depth_ros.demo", "--out", tmp, *sys.argv[1:]], cwd=ROOT)
+        run = subprocess.run([sys.executable, "-m", "sa4depth_ros.demo", "--out", str(out), *demo_args], cwd=ROOT)
         seconds = time.time() - t0
         if run.returncode != 0:
             return run.returncode
-        metrics = json.loads((Path(tmp) / "metrics.json").read_text())
-    s, f, d, o = metrics["summary"], metrics["frames"], metrics["depth"], metrics["odometry"]
-    print(f"\n## make demo ({machine()})\n")
-    print(f"Whole demo {seconds / 60:.1f} min (generation, training from scratch, bag, ROS 2 graph, scoring; "
-          "no set-up).\n")
-    print("| frames played | node received | node published | depth images back | output Hz | latency p50 / p95 ms "
-          "| AbsRel | d1 | AbsRel one scale | ATE 7dof m | scale 7dof | t_err % | GT length m |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {s['frames played']} | {f['node: frames received (paired)']} | {f['node: published']} | "
-          f"{s['depth images received']} | {s['output rate Hz']:.1f} | "
-          f"{s['latency ms p50']} / {s['latency ms p95']} | {d['abs_rel']:.3f} | {d['a1']:.3f} | "
-          f"{d['abs_rel one scale']:.3f} | {o['ATE 7dof (m)']:.3f} | {o['scale 7dof']:.1f} | {_num(o['t_err 7dof (%)'])} | "
-          f"{o['GT length (m)']:.1f} |")
-    for finding in metrics["frame_losses"]:
-        print(f"\n- {finding}")
+        metrics = json.loads((out / "metrics.json").read_text())
+    print("\n" + section(metrics, seconds))
     return 0
 
 
