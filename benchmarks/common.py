@@ -94,6 +94,8 @@ def evaluate(trainer_or_model, cfg, seqs: list[tuple[Path, str]], max_frames: in
                 "pose_depth_ratio_mean": pd["mean"],
                 "pose_depth_ratio_std_over_mean": pd["std_over_mean"],
             }
+            if mode == "refined":
+                seq_out[mode]["acceptance"] = run.acceptance
         out["sequences"][str(root.name)] = seq_out
     depth = evaluate_depth(gts, preds, pred_kind="depth", crop="none")
     out["abs_rel"] = depth["metrics"]["abs_rel"]

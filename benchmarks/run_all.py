@@ -37,6 +37,8 @@ BENCHMARKS = {
                                               "no_level_detach"],
                                  ["--steps", "5", "--seeds", "0", "--frames", "20", "--variants-only", "--variants",
                                   "no_level_detach"]),
+    "trust_region": ("trust_region", [], ["--steps", "3", "--frames", "10"]),
+    "refiner_fit": ("refiner_fit", [], ["--start-steps", "3", "--fit-steps", "3", "--seeds", "0", "1", "--frames", "20"]),
     "kitti2bag_speed": ("kitti2bag_speed", [], ["--frames", "50"]),
     "node_latency": ("node_latency", [], ["--frames", "60"]),
     "node_memory": ("node_latency", ["--sizes", "96x320", "--frames", "10000", "--latency-frames", "20",

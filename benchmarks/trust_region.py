@@ -19,25 +19,16 @@ import dataclasses
 import numpy as np
 import torch
 
-from common import KITTI_GT, RESULTS, machine, save_result, synthetic, train
+from common import RESULTS, machine, save_result, train
 from sa4depth_core.config import load_config
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.geometry import invert_transform, so3_log
 from sa4depth_core.infer import DepthPredictor, load_model
 from sa4depth_core.refine import TrustRegion
+from worlds import worlds
 
 UNBOUNDED = TrustRegion(max_rotation_deg=180.0, max_translation=1e9)
 CANDIDATES = [(1.0, 0.02), (2.0, 0.05), (3.0, 0.05), (5.0, 0.1), (5.0, 0.15), (5.0, 0.2), (10.0, 0.5)]
-
-
-def validation_worlds(h: int, w: int, frames: int):
-    """Validation worlds: seeds and trajectories used by no training or test suite."""
-    worlds = [synthetic("val_car", frames, h, w, seed=31, trajectory="car", camera_height=1.8),
-              synthetic("val_hand", frames, h, w, seed=32, trajectory="handheld", camera_height=1.5)]
-    if (KITTI_GT / "08.txt").exists():
-        worlds.append(synthetic("val_kitti08", frames, h, w, seed=33, trajectory="kitti",
-                                kitti_poses=str(KITTI_GT / "08.txt"), kitti_start=500))
-    return worlds
 
 
 def rotation_deg(R: torch.Tensor) -> float:
@@ -45,11 +36,11 @@ def rotation_deg(R: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def measure(loaded, worlds) -> list[dict]:
+def measure(loaded, seqs) -> list[dict]:
     """One record per frame pair (target t, source t-1)."""
     model = loaded.model
     records = []
-    for root, s in worlds:
+    for root, s in seqs:
         seq = KittiOdometrySequence(root, s)
         predictor = DepthPredictor(loaded, torch.device("cpu"))
         prev = None
@@ -96,9 +87,7 @@ def main() -> None:
     if args.checkpoint:
         loaded = load_model(args.checkpoint)
     else:
-        from ablation import suite  # the ablation's training worlds
-
-        train_seqs, _ = suite(h, w, 120)
+        train_seqs = worlds("train", h, w, 120)
         overrides = [f"model.height={h}", f"model.width={w}", "train.batch_size=4", "train.epochs=1000",
                      f"train.max_steps={args.steps}", "train.val_every=1000000", "train.save_every=1000000",
                      "train.lr=2e-4", "train.seed=0"]
@@ -107,13 +96,14 @@ def main() -> None:
         del trainer
     loaded = dataclasses.replace(loaded, model=loaded.model.eval())
     h, w = loaded.cfg.model.height, loaded.cfg.model.width
-    records = measure(loaded, validation_worlds(h, w, args.frames))
+    val = worlds("val", h, w, args.frames)
+    records = measure(loaded, val)
     moved = np.array([[r["moved_deg"], r["moved_depth"]] for r in records])
     better = np.array([r["better"] for r in records])
     worse = np.array([r["worse"] for r in records])
     cost_ok = np.array([r["success"] and not r["cost_rose"] for r in records])
     print(f"\n## trust_region ({machine()})")
-    print(f"{len(records)} frame pairs of {len(validation_worlds(h, w, args.frames))} validation worlds, model "
+    print(f"{len(records)} frame pairs of {len(val)} validation worlds, model "
           f"{loaded.model_id}; refined better than PoseNet on {better.mean():.0%}, worse on {worse.mean():.0%}, "
           f"cost test passed on {cost_ok.mean():.0%}\n")
     print("| refinements | n | moved deg p50 / p95 / p99 / max | moved x median depth p50 / p95 / p99 / max |")

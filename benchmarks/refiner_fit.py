@@ -1,0 +1,114 @@
+"""SA4Depth odometry on top of existing depth and pose weights: fit only the feature network and
+the damping (`sa4depth-train --train refiner`), the depth and pose networks fixed.
+
+Two starts, trained on the training worlds for the same budget: one with the plain Monodepth2
+loss (its features were never trained, so it has PoseNet-only odometry) and one with SA4Depth.
+From each, the refiner is fitted for a fixed number of steps per seed on the training worlds,
+then evaluated on the held-out test worlds: full-trajectory ATE after Sim(3) alignment and
+5-frame ATE of PoseNet-only and refined odometry, the spread (std/mean) of the pose-vs-depth
+scale ratio, the refinement's acceptance rate, AbsRel (which must not move), and the fitting
+step time. Per seed, then mean +- std (ddof=1) over seeds. Nothing here is tuned: the fit uses
+the benchmarks' training settings.
+
+    python benchmarks/refiner_fit.py [--fit-steps 200] [--seeds 0 1 2]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import RESULTS, evaluate, machine, save_result, train
+from sa4depth_core.checkpoint import load_checkpoint
+from sa4depth_core.config import config_from_dict
+from sa4depth_core.model import SA4DepthModel
+from worlds import worlds
+
+STARTS = {"without refinement (Monodepth2 loss)": ["refine.enabled=false"],
+          "with refinement (SA4Depth)": ["refine.enabled=true"]}
+
+
+def base_overrides(h: int, w: int, steps: int, seed: int) -> list[str]:
+    return [f"model.height={h}", f"model.width={w}", "train.batch_size=4", "train.epochs=1000",
+            f"train.max_steps={steps}", "train.val_every=1000000", "train.save_every=1000000", "train.lr=2e-4",
+            f"train.seed={seed}"]
+
+
+def load_trained(path: Path):
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["config"])
+    model = SA4DepthModel(cfg)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg, bool(state.get("features_trained"))
+
+
+def flatten(result: dict) -> dict:
+    """Scalars of one evaluation, averaged over the test worlds."""
+    seqs = list(result["sequences"].values())
+    out = {"AbsRel": result["abs_rel"]}
+    for mode in ("posenet", "refined"):
+        if mode not in seqs[0]:
+            continue
+        out[f"ATE {mode} (m)"] = np.mean([s[mode]["ate_7dof"] for s in seqs])
+        out[f"ATE5 {mode} (m)"] = np.mean([s[mode]["ate5"] for s in seqs])
+        out[f"pose/depth ratio std/mean {mode}"] = np.mean([s[mode]["pose_depth_ratio_std_over_mean"] for s in seqs])
+    if "refined" in seqs[0]:
+        out["acceptance"] = np.mean([s["refined"]["acceptance"] for s in seqs])
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--start-steps", type=int, default=400, help="training steps of each start")
+    p.add_argument("--fit-steps", type=int, default=200)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--frames", type=int, default=120, help="frames per training world (test: half)")
+    p.add_argument("--size", default="64x192")
+    args = p.parse_args()
+    h, w = (int(v) for v in args.size.split("x"))
+    train_seqs = worlds("train", h, w, args.frames)
+    test_seqs = worlds("test", h, w, args.frames // 2)
+    rows: dict[str, dict] = {}
+    for start_name, start_cfg in STARTS.items():
+        start_dir = RESULTS / "runs" / f"refiner_fit_start_{'sa4depth' if 'SA4' in start_name else 'baseline'}"
+        train(base_overrides(h, w, args.start_steps, 0) + start_cfg, train_seqs, start_dir, log=lambda *a: None)
+        model, cfg, trained = load_trained(start_dir / "best.pt")
+        start = flatten(evaluate(model, cfg, test_seqs))
+        print(f"{start_name}: start AbsRel {start['AbsRel']:.4f}, features trained: {trained}", flush=True)
+        fits = []
+        for seed in args.seeds:
+            out = RESULTS / "runs" / f"{start_dir.name}_fit_{seed}"
+            t0 = time.time()
+            trainer = train(base_overrides(h, w, args.fit_steps, seed) + [
+                "refine.enabled=true", "train.trainable=refiner", f"train.init={start_dir / 'best.pt'}"],
+                train_seqs, out, log=lambda *a: None)
+            step_s = (time.time() - t0) / max(trainer.step, 1)
+            fitted, fcfg, _ = load_trained(out / "best.pt")
+            fits.append({"seed": seed, **flatten(evaluate(fitted, fcfg, test_seqs)), "fit s/step": step_s})
+            print(f"  seed {seed}: {fits[-1]}", flush=True)
+        rows[start_name] = {"start": start, "fits": fits}
+    print(f"\n## refiner_fit ({machine()})")
+    print(f"{len(train_seqs)} training worlds, {len(test_seqs)} held-out test worlds, {h}x{w}; starts trained "
+          f"{args.start_steps} steps (seed 0), refiner fitted {args.fit_steps} steps per seed {args.seeds} with the "
+          "depth and pose networks frozen; per seed, then mean ± std (ddof=1)\n")
+    for start_name, data in rows.items():
+        metrics = list(data["fits"][0])[1:]
+        print(f"**start {start_name}**\n")
+        print("| metric | start | " + " | ".join(f"fit seed {f['seed']}" for f in data["fits"]) + " | fit mean ± std |")
+        print("|---|---|" + "---|" * (len(data["fits"]) + 1))
+        for m in metrics:
+            vals = np.array([f[m] for f in data["fits"]], dtype=float)
+            start_val = data["start"].get(m)
+            start_cell = f"{start_val:.4f}" if start_val is not None else "—"
+            cells = " | ".join(f"{v:.4f}" for v in vals)
+            spread = vals.std(ddof=1) if len(vals) > 1 else float("nan")
+            print(f"| {m} | {start_cell} | {cells} | {vals.mean():.4f} ± {spread:.4f} |")
+        print()
+    path = save_result("refiner_fit", {"args": vars(args), "rows": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
