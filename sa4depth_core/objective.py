@@ -12,8 +12,9 @@ from .model import SA4DepthModel
 from .networks.depth_decoder import disp_to_depth
 
 
-def _reprojection(target, sources, depth, poses, K, K_inv, alpha, automask):
-    """Minimum-reprojection loss of one depth map under one set of poses.
+def reprojection_loss(target, sources, depth, poses, K, K_inv, alpha, automask):
+    """Minimum-reprojection loss of one depth map under one set of poses (Monodepth2's
+    per-pixel minimum over sources, SSIM + L1, optional auto-mask); also the online score's term.
 
     Args:
         target: (B,3,H,W); sources: list of (B,3,H,W); depth: (B,1,H,W);
@@ -84,7 +85,7 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
     alpha, automask = cfg.loss.ssim_alpha, cfg.loss.automask
     photo = 0.0
     for s in cfg.model.scales:
-        loss_s, mask = _reprojection(target, sources, depths[s], refined, K, K_inv, alpha, automask)
+        loss_s, mask = reprojection_loss(target, sources, depths[s], refined, K, K_inv, alpha, automask)
         smooth_img = F.interpolate(target, size=disps[("disp", s)].shape[-2:], mode="area")
         photo = photo + loss_s + cfg.loss.smoothness * smoothness_loss(disps[("disp", s)], smooth_img) / (2**s)
         if s == 0:
@@ -99,7 +100,7 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
     if not use_refine and cfg.loss.baseline_aux:
         # the control: the same auxiliary weight as SA4Depth's (PoseNet's own term plus the level
         # terms), all with PoseNet's pose
-        aux, _ = _reprojection(target, sources, aux_depth, posenet, K, K_inv, alpha, automask)
+        aux, _ = reprojection_loss(target, sources, aux_depth, posenet, K, K_inv, alpha, automask)
         total = total + (1 + cfg.refine.level_loss_weight) * aux
         stats["baseline_aux_photometric"] = aux.item()
     if use_refine:
@@ -107,7 +108,7 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
         if "pose_net" in model.frozen:  # fitting the refiner alone: PoseNet's terms have no gradient
             supervision = "none"
         if supervision in ("photometric", "both"):
-            posenet_loss, _ = _reprojection(target, sources, aux_depth, posenet, K, K_inv, alpha, automask)
+            posenet_loss, _ = reprojection_loss(target, sources, aux_depth, posenet, K, K_inv, alpha, automask)
             total = total + posenet_loss
             stats["posenet_photometric"] = posenet_loss.item()
         if supervision in ("distill", "both"):
@@ -122,7 +123,7 @@ def compute_losses(model: SA4DepthModel, batch: dict, cfg: Config, refine: bool 
             level_loss = 0.0
             for level in range(n_levels):
                 poses = [lp[level] for lp in level_poses]
-                level_loss = level_loss + _reprojection(target, sources, aux_depth, poses, K, K_inv, alpha, automask)[0]
+                level_loss = level_loss + reprojection_loss(target, sources, aux_depth, poses, K, K_inv, alpha, automask)[0]
             total = total + cfg.refine.level_loss_weight * level_loss / n_levels
             stats["level_photometric"] = level_loss.item() / n_levels
     stats["loss"] = total.item()

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..geometry import backproject, in_view, project, sample, transform_points, warp
-from ..losses import min_reprojection_loss, photometric_error
+from ..geometry import backproject, in_view, project, sample, transform_points
 from ..model import SA4DepthModel
+from ..objective import reprojection_loss
 from .keyframes import Triplet
 
 
@@ -65,26 +65,22 @@ def _batch_terms(model: SA4DepthModel, batch: dict, cfg: Config) -> tuple[float,
     target = images[:, 0]
     depth_t = model.depth(target)
     feats_t = model.feature_net(target) if cfg.refine.enabled else None
-    errors, identity, masks = [], [], []
     inconsistent, counted, refined_ok = 0.0, 0, 0.0
     offsets = list(cfg.model.frame_offsets)[1:]
-    alpha = cfg.loss.ssim_alpha
-    for i, offset in enumerate(offsets, 1):
-        source = images[:, i]
+    sources, poses = [images[:, i] for i in range(1, len(offsets) + 1)], []
+    for source, offset in zip(sources, offsets):
         if cfg.refine.enabled:
             _, result = model.pose_step(target, source, offset, depth_t, K, feats_t)
             T = result.pose
             refined_ok += result.success.float().mean().item() / len(offsets)
         else:
             T = model.relative_pose(target, source, offset)
-        warped, valid = warp(source, depth_t, T, K, K_inv)
-        errors.append(photometric_error(warped, target, alpha))
-        identity.append(photometric_error(source, target, alpha))
-        masks.append(valid)
+        poses.append(T)
         total, count = depth_inconsistency(depth_t, model.depth(source), T, K, K_inv)
         inconsistent += total.item()
         counted += int(count.item())
-    photometric, _ = min_reprojection_loss(errors, identity if cfg.loss.automask else None, masks)
+    photometric, _ = reprojection_loss(target, sources, depth_t, poses, K, K_inv, cfg.loss.ssim_alpha,
+                                       cfg.loss.automask)
     return photometric.item(), inconsistent, counted, refined_ok
 
 
