@@ -20,9 +20,8 @@ import numpy as np
 import torch
 
 from common import RESULTS, machine, save_result, train
-from sa4depth_core.config import load_config
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
-from sa4depth_core.geometry import invert_transform, so3_log
+from sa4depth_core.geometry import so3_log
 from sa4depth_core.infer import DepthPredictor, load_model
 from sa4depth_core.refine import TrustRegion
 from worlds import worlds
