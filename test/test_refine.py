@@ -15,8 +15,7 @@ from sa4depth_core.geometry import (
     transform_points,
 )
 from sa4depth_core.networks.feature_net import FeatureNet
-from sa4depth_core.refine import (
-    FeatureMetricRefiner,
+from sa4depth_core.lm_step import (
     damped_step,
     is_informative,
     linearize,
@@ -26,6 +25,7 @@ from sa4depth_core.refine import (
     robust_weight,
     source_maps,
 )
+from sa4depth_core.refine import FeatureMetricRefiner
 
 DEG = math.pi / 180
 f64 = torch.float64
