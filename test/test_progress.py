@@ -47,6 +47,7 @@ def test_a_slow_run_still_reports_once_a_minute():
     clock, lines = _Clock(), []
     progress = TrainProgress(1000, 0, log=lines.append, stream=io.StringIO(), every=10, clock=clock)
     _run(progress, clock, 9, seconds_per_step=25.0)  # 225 s, never a tenth step: a line at steps 3, 6 and 9
+    progress.close()  # nothing new to say since step 9
     assert [line.split(",")[0] for line in lines] == [f"step {s}/1000" for s in (3, 6, 9)]
 
 

@@ -46,6 +46,7 @@ class TrainProgress:
         self.log, self.every, self.clock = log, max(int(every), 1), clock
         self.start_step = self.step = int(start_step)
         self.started = self._last_line = clock()
+        self._line_step = self.start_step  # the step of the last plain line
         self._losses: list[float] = []
         stream = sys.stderr if stream is None else stream
         self.bar = None
@@ -97,13 +98,17 @@ class TrainProgress:
         now = self.clock()
         since = now - self._last_line
         if since >= MAX_LINE_SECONDS or ((step - self.start_step) % self.every == 0 and since >= MIN_LINE_SECONDS):
-            self.log(self.text())
-            self._losses.clear()
+            self._line()
             self._last_line = now
 
+    def _line(self) -> None:
+        self.log(self.text())
+        self._losses.clear()
+        self._line_step = self.step
+
     def close(self) -> None:
-        """End the bar, or write a last plain line."""
+        """End the bar, or write a last plain line (unless the last one was at this step)."""
         if self.bar is not None:
             self.bar.close()
-        elif self.step > self.start_step:
-            self.log(self.text())
+        elif self.step > self._line_step:
+            self._line()
