@@ -184,8 +184,11 @@ def depth_strip(path: str | Path, rgbs: list[np.ndarray], depths: list[np.ndarra
         right = cv2.resize(colorize_depth(depth), (width, h), interpolation=cv2.INTER_NEAREST)
         row = np.concatenate([left, right], axis=1)
         if labels:
-            cv2.putText(row, labels[k], (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
-            cv2.putText(row, labels[k], (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+            # white on a black box: OpenCV 5 draws thicker text wider, so an outline drawn with a
+            # thicker stroke no longer lines up with the letters
+            (w, h), base = cv2.getTextSize(labels[k], cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)
+            cv2.rectangle(row, (4, 20 - h - 4), (12 + w, 20 + base + 2), (0, 0, 0), cv2.FILLED)
+            cv2.putText(row, labels[k], (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
         rows.append(row)
     return _write_png(path, np.concatenate(rows, axis=0))
 
