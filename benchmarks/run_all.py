@@ -38,6 +38,7 @@ BENCHMARKS = {
                                  ["--steps", "5", "--seeds", "0", "--frames", "20", "--variants-only", "--variants",
                                   "no_level_detach"]),
     "trust_region": ("trust_region", [], ["--steps", "3", "--frames", "10"]),
+    "lm_budget": ("lm_budget", [], ["--steps", "3", "--frames", "8", "--repeats", "2"]),
     "refiner_fit": ("refiner_fit", [], ["--start-steps", "3", "--fit-steps", "3", "--seeds", "0", "1", "--frames", "20"]),
     "kitti2bag_speed": ("kitti2bag_speed", [], ["--frames", "50"]),
     "node_latency": ("node_latency", [], ["--frames", "60"]),

@@ -119,7 +119,7 @@ class SA4DepthModel(nn.Module):
 
     def pose_step(self, target: torch.Tensor, source: torch.Tensor, offset: int, depth_t: torch.Tensor,
                   K: torch.Tensor, feats_t=None, feats_s=None, trust: TrustRegion | None = None,
-                  networks=None) -> tuple[torch.Tensor, RefineResult]:
+                  networks=None, refiner: FeatureMetricRefiner | None = None) -> tuple[torch.Tensor, RefineResult]:
         """The refined-pose step shared by training, validation scoring and odometry: PoseNet's
         T_t->s, then its feature-metric LM refinement with the target depth (see refine.py).
 
@@ -131,7 +131,7 @@ class SA4DepthModel(nn.Module):
             trust: when given, each refined pose is also tested for acceptance (odometry).
             networks: what computes PoseNet and the features (an inference backend with the same
                 method names, backends.make_networks); None is this model. The solver is this
-                model's refiner either way.
+                model's refiner either way, or `refiner` (e.g. its with_budget() copy at inference).
         Returns:
             PoseNet's T_t->s (B,4,4), RefineResult
         """
@@ -139,4 +139,4 @@ class SA4DepthModel(nn.Module):
         T0 = nets.relative_pose(target, source, offset)
         feats_t = nets.feature_net(target) if feats_t is None else feats_t
         feats_s = nets.feature_net(source) if feats_s is None else feats_s
-        return T0, self.refiner(depth_t, K, T0, feats_t, feats_s, trust)
+        return T0, (refiner or self.refiner)(depth_t, K, T0, feats_t, feats_s, trust)

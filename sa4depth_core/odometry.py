@@ -95,15 +95,17 @@ class OdometryEstimator:
     min_valid_fraction: fewer valid points at the finest level reject the refinement.
     nets: what runs PoseNet and the feature network (backends.make_networks; None: the model in
         torch); the LM solver is the model's refiner in torch either way.
+    iterations, max_points: the solver's budget per level at inference (0 = the model's).
     """
 
     def __init__(self, loaded: LoadedModel, device: torch.device, refine: bool = True,
                  min_valid_fraction: float = 0.2, on_failure: str = "posenet",
-                 trust: TrustRegion | None = None, nets=None):
+                 trust: TrustRegion | None = None, nets=None, iterations: int = 0, max_points: int = 0):
         if on_failure not in ON_FAILURE:
             raise InputError(f"on_failure '{on_failure}' is not one of {', '.join(ON_FAILURE)}")
         self.model, self.device = loaded.model, device
         self.nets = loaded.model if nets is None else nets
+        self.refiner = loaded.model.refiner.with_budget(iterations, max_points)
         self.features_trained = loaded.features_trained
         self.refine = refine
         self.min_valid_fraction = min_valid_fraction
@@ -155,7 +157,7 @@ class OdometryEstimator:
             prev_feats = self.nets.feature_net(prev_x)
         Kt = torch.as_tensor(K, dtype=torch.float32, device=self.device)[None]
         T0, result = self.model.pose_step(x, prev_x, -1, depth, Kt, feats, prev_feats, trust=self.trust,
-                                          networks=self.nets)
+                                          networks=self.nets, refiner=self.refiner)
         stats, acceptance = result.level_stats[-1], result.acceptance
         cost, valid = float(stats.cost[0]), float(stats.valid_fraction[0])
         reason = acceptance.reason(0)

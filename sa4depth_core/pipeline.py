@@ -58,6 +58,7 @@ class PipelineOptions:
         by 32 and its last map must be 2 pixels or more); 0 takes the model's own size.
     on_failure: see OdometryEstimator ("hold" keeps the last pose when refinement fails).
     trust: the trust region a refined motion must stay in around PoseNet's (refine.TrustRegion).
+    refine_iterations, refine_max_points: the LM solver's budget per level (0 = the model's).
     backend, precision, threads: what runs the depth, pose and feature networks
         (backends.make_networks: auto picks the fastest that works here; threads 0 = torch's).
     base_from_camera: (4,4) pose of the camera optical frame in the base frame.
@@ -75,6 +76,8 @@ class PipelineOptions:
     refine: bool = True
     on_failure: str = "hold"
     trust: TrustRegion = field(default_factory=TrustRegion)
+    refine_iterations: int = 0
+    refine_max_points: int = 0
     backend: str = "torch"
     precision: str = "fp32"
     threads: int = 0
@@ -99,6 +102,10 @@ class PipelineOptions:
         if T.shape != (4, 4) or not np.isfinite(T).all() or not np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3),
                                                                             atol=1e-6):
             raise InputError("base_from_camera must be a finite (4,4) rigid transform")
+        for name in ("refine_iterations", "refine_max_points"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise InputError(f"{name} must be an integer >= 0 (0 = the model's), got {value!r}")
         if not 0 < self.min_variance < LOST_VARIANCE:
             raise InputError(f"min_variance must be in (0, {LOST_VARIANCE:g}), got {self.min_variance}")
         ScaleEstimator(self.scale_mode, self.scale_factor, self.camera_height)
@@ -205,7 +212,8 @@ class PerceptionPipeline:
     def _build_odometry(self) -> None:
         o = self.options
         self.estimator = OdometryEstimator(self.loaded, self.device, refine=o.refine, on_failure=o.on_failure,
-                                           trust=o.trust, nets=self.nets)
+                                           trust=o.trust, nets=self.nets, iterations=o.refine_iterations,
+                                           max_points=o.refine_max_points)
 
     def _reset_odometry_state(self, camera_pose: torch.Tensor) -> None:
         self._camera_pose = camera_pose  # T_cam0_cam (4,4), output units
@@ -239,6 +247,8 @@ class PerceptionPipeline:
         if (old.scale_mode, old.scale_factor, old.camera_height) != (
                 options.scale_mode, options.scale_factor, options.camera_height):
             self._build_scale()
+        if (old.refine_iterations, old.refine_max_points) != (options.refine_iterations, options.refine_max_points):
+            self._build_odometry()  # the next frame starts a new reference; the trajectory goes on
         self.estimator.refine = options.refine
         self.estimator.on_failure = options.on_failure
         self.estimator.trust = options.trust

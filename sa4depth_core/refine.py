@@ -29,6 +29,7 @@ Choices the notes leave open, and why:
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -248,6 +249,22 @@ class FeatureMetricRefiner(nn.Module):
             self.register_buffer("fixed_damping", torch.full((n, 6), float(init_damping)))
         else:
             raise InputError(f"refiner: damping must be 'learned' or 'fixed', got {damping!r}")
+
+    def with_budget(self, iterations: int | Sequence[int] | None = None,
+                    max_points: int | Sequence[int | None] | None = None) -> FeatureMetricRefiner:
+        """This refiner with other iteration counts or point caps (None keeps them), sharing its
+        learned damping: a cheaper solve at inference from the same trained weights."""
+        if not iterations and not max_points:
+            return self
+        light = copy.copy(self)
+        n = len(self.strides)
+        if iterations:
+            light.iterations = [int(i) for i in _per_level(iterations, n, "iterations")]
+            if min(light.iterations) < 1:
+                raise InputError(f"refiner: iterations must be >= 1 per level, got {light.iterations}")
+        if max_points:
+            light.max_points = [p or None for p in _per_level(max_points, n, "max_points")]
+        return light
 
     def damping(self, level: int) -> torch.Tensor:
         """Lambda per DoF of one level.

@@ -286,3 +286,31 @@ def test_the_pipeline_runs_and_hot_swaps_on_a_backend(refining, frames, backend)
     pipe.set_model(other)
     assert pipe.status()["inference_backend"].startswith(f"{backend} fp32") and pipe.nets.model_id == "other"
     assert pipe.process(images[3], K, 0.3).odometry.tracking == Tracking.INIT
+
+
+def test_a_lighter_solve_at_inference_shares_the_trained_damping(refining, frames):
+    images, K = frames
+    refiner = refining.model.refiner
+    light = refiner.with_budget(iterations=1, max_points=64)
+    assert light.iterations == [1, 1, 1] and light.max_points == [64, 64, 64]
+    assert light.damping_logits is refiner.damping_logits and refiner.iterations == [3, 3, 3]
+    assert refiner.with_budget() is refiner
+    with pytest.raises(InputError, match="3 levels"):
+        refiner.with_budget(iterations=[1, 2])
+    pipe = _pipeline(refining, trust=LOOSE, refine_iterations=1, refine_max_points=64)
+    calls = []
+    original = light.__class__._refine_level
+
+    def counting(self, level, T, problem):
+        calls.append((level, problem.points.shape[-1]))
+        return original(self, level, T, problem)
+
+    light.__class__._refine_level = counting
+    try:
+        pipe.process(images[0], K, 0.0)
+        assert pipe.process(images[1], K, 0.1).odometry.tracking == Tracking.REFINED
+    finally:
+        light.__class__._refine_level = original
+    assert [n for _, n in calls] == [64, 64, 64]
+    with pytest.raises(InputError, match="refine_iterations"):
+        _pipeline(refining, refine_iterations=-1)
