@@ -73,6 +73,8 @@ def test_eval_depth_and_odom_on_synthetic(synth_root, checkpoint, tmp_path, caps
     est = tmp_path / "traj" / "kitti_odometry_01_image_2_refined.txt"
     assert len(est.read_text().splitlines()) == 8
     assert 0 <= seq["refined"]["acceptance"] <= 1
+    for mode in ("posenet", "refined"):  # one aligned top view per trajectory, next to the JSON
+        assert (tmp_path / f"odom_kitti_odometry_01_image_2_{mode}.png").stat().st_size > 0
     # the written trajectory goes back through the file-mode evaluation
     assert eval_cli.main(["odom", "--gt", str(synth_root / "poses" / "01.txt"), "--est", str(est)]) == 0
     assert "t_err" in capsys.readouterr().out

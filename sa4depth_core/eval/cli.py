@@ -21,6 +21,7 @@ from ..data.pose_io import save_kitti_poses, save_tum_poses
 from ..errors import InputError
 from ..backends import BACKENDS, PRECISIONS, make_networks
 from ..infer import load_model, select_device
+from .trajectory_plot import plot_trajectories
 from ..train.datasets import open_sequences
 from . import cli_odometry, cli_trajectory
 from .depth_metrics import evaluate_depth
@@ -136,6 +137,12 @@ def cmd_odom(args) -> dict | int:
             rows[mode] = row
             seq_out[mode] = {"errors": res, "ate5": row["ATE5"], "ms_per_frame": row["ms/frame"],
                              "pose_depth_scale": pd if depth_ratios is not None else None}
+            if args.plot or args.json:
+                stem = seq.name.replace("/", "_")
+                base = Path(args.plot) if args.plot else Path(args.json).with_suffix(".png")
+                plot = base.with_name(f"{base.stem}_{stem}_{mode}.png")
+                plot_trajectories(plot, gt, est, args.align, title=f"{seq.name}: {mode} odometry")
+                seq_out[mode]["plot"] = str(plot)
             if args.save_dir:
                 d = Path(args.save_dir)
                 d.mkdir(parents=True, exist_ok=True)
