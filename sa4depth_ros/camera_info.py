@@ -1,4 +1,10 @@
-"""sensor_msgs/CameraInfo <-> intrinsics matrices; resizing delegates to sa4depth_core.geometry."""
+"""sensor_msgs/CameraInfo <-> intrinsics matrices; resizing delegates to sa4depth_core.geometry.
+
+Every array of an incoming CameraInfo is checked before any of it is used or copied to an output
+(`check_camera_info`): frames are used as pinhole images with K, so a message whose numbers are
+not finite, whose arrays have the wrong length, or whose distortion model cannot be read as
+(approximately) pinhole is refused with the reason.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -31,15 +37,86 @@ def camera_info_to_K(msg) -> np.ndarray:
     return K
 
 
+# distortion_model -> accepted lengths of D (an empty D means "no distortion given").
+# plumb_bob and rational_polynomial are OpenCV's pinhole models with small radial/tangential
+# terms; equidistant is a fisheye model, far from pinhole whenever its D is not zero.
+DISTORTION_LENGTHS = {"plumb_bob": (5,), "rational_polynomial": (8, 12, 14), "equidistant": (4,)}
+PINHOLE_WITH_DISTORTION = ("plumb_bob", "rational_polynomial")
+
+
+def _finite_array(msg, field: str, size: int) -> np.ndarray:
+    values = np.asarray(getattr(msg, field), dtype=np.float64).reshape(-1)
+    if values.size != size:
+        raise InputError(f"CameraInfo {field.upper()} must have {size} values, got {values.size} ({_frame(msg)})")
+    if not np.isfinite(values).all():
+        raise InputError(f"CameraInfo {field.upper()} has non-finite values {values.tolist()} ({_frame(msg)})")
+    return values
+
+
+def _check_distortion(msg) -> np.ndarray:
+    """D of a CameraInfo, (N,) finite, refused where using the image as pinhole would be wrong."""
+    model = str(msg.distortion_model)
+    D = np.asarray(msg.d, dtype=np.float64).reshape(-1)
+    if not np.isfinite(D).all():
+        raise InputError(f"CameraInfo D has non-finite values {D.tolist()} ({_frame(msg)})")
+    if not np.any(D):
+        return D  # no distortion: pinhole whatever the model's name
+    lengths = DISTORTION_LENGTHS.get(model)
+    if lengths is None:
+        raise InputError(f"CameraInfo distortion model '{model}' is unknown and D {D.tolist()} is not zero; "
+                         f"rectify the images first (e.g. image_proc) and publish them with zero D ({_frame(msg)})")
+    if D.size not in lengths:
+        raise InputError(f"CameraInfo D of model '{model}' must have {' or '.join(map(str, lengths))} values, "
+                         f"got {D.size} ({_frame(msg)})")
+    if model not in PINHOLE_WITH_DISTORTION:
+        raise InputError(f"CameraInfo distortion model '{model}' (fisheye) with non-zero D cannot be used as a "
+                         f"pinhole image; rectify the images first (e.g. image_proc) ({_frame(msg)})")
+    return D
+
+
+def check_camera_info(msg) -> np.ndarray:
+    """Validate every field of a CameraInfo that the node uses or passes on.
+
+    Checks the image size, K (pinhole), D (finite, length for its model, a model that can be read
+    as pinhole), R (9 finite values), P (12 finite values; all zero = not rectified, else a
+    projection with fx', fy' > 0 and last row 0 0 1 0), and full-frame binning / ROI.
+
+    Returns:
+        (3, 3) float64 K.
+    """
+    if int(msg.width) <= 0 or int(msg.height) <= 0:
+        raise InputError(f"CameraInfo has no image size ({msg.width}x{msg.height}, {_frame(msg)})")
+    K = camera_info_to_K(msg)
+    _check_distortion(msg)
+    _finite_array(msg, "r", 9)
+    P = _finite_array(msg, "p", 12).reshape(3, 4)
+    if np.any(P) and not (P[0, 0] > 0 and P[1, 1] > 0 and np.allclose(P[2], (0.0, 0.0, 1.0, 0.0))):
+        raise InputError(f"CameraInfo P {P.tolist()} is not a projection matrix (needs fx', fy' > 0 and last row "
+                         f"0 0 1 0; all zero if not rectified; {_frame(msg)})")
+    _check_full_frame(msg)
+    return K
+
+
+def distortion_note(msg) -> str:
+    """'' or a sentence saying that a checked CameraInfo's non-zero lens distortion is ignored."""
+    if not np.any(np.asarray(msg.d, dtype=np.float64)):
+        return ""
+    return (f"CameraInfo of {_frame(msg)} has {msg.distortion_model} distortion {list(np.round(msg.d, 6))}: "
+            "frames are used as if undistorted (publish rectified images for exact geometry)")
+
+
 def frame_intrinsics(info, image_hw: tuple[int, int], fallback: np.ndarray) -> np.ndarray:
-    """(3,3) K of an image of size `image_hw` (H, W): from the CameraInfo paired with it, checked
-    to be for that size, or `fallback` (the nodes' intrinsics parameter) when `info` is None."""
+    """(3,3) K of an image of size `image_hw` (H, W): from the CameraInfo paired with it, fully
+    checked (`check_camera_info`) and checked to be for that size, or `fallback` (the nodes'
+    intrinsics parameter) when `info` is None. Raises InputError before any work is done on a
+    frame that could not be published whole."""
     if info is None:
         return fallback
+    K = check_camera_info(info)
     if (int(info.width), int(info.height)) != (image_hw[1], image_hw[0]):
         raise InputError(f"CameraInfo is for {info.width}x{info.height} but the image is "
                          f"{image_hw[1]}x{image_hw[0]} (topic pairing or a camera size change?)")
-    return camera_info_to_K(info)
+    return K
 
 
 def _check_full_frame(msg) -> None:
@@ -65,13 +142,10 @@ def scaled_camera_info(msg, out_w: int, out_h: int) -> CameraInfo:
     are unchanged (they live in normalised coordinates); binning and roi are cleared. An all-zero
     P (not rectified) stays zero.
     """
-    if int(msg.width) <= 0 or int(msg.height) <= 0:
-        raise InputError(f"CameraInfo has no image size ({msg.width}x{msg.height}, {_frame(msg)})")
+    K = check_camera_info(msg)
     if isinstance(out_w, bool) or isinstance(out_h, bool) or int(out_w) != out_w or int(out_h) != out_h \
             or out_w <= 0 or out_h <= 0:
         raise InputError(f"output size must be positive integers, got {out_w}x{out_h}")
-    K = camera_info_to_K(msg)
-    _check_full_frame(msg)
     sx, sy = out_w / msg.width, out_h / msg.height
 
     P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4).copy()

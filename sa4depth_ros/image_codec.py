@@ -22,9 +22,27 @@ from sa4depth_core.eval.trajectory_plot import colorize_depth  # noqa: F401
 
 # Decoding is pure numpy and shared with bag reading in sa4depth_core.
 _LAYOUTS = IMAGE_LAYOUTS
+# Largest input image the nodes decode: 8K UHD (7680x4320) fits. A frame is resized to the
+# network's size anyway; beyond this a malformed or hostile header would only make the node
+# allocate gigabytes before refusing it.
+MAX_INPUT_PIXELS = 40_000_000
 _FROM_RGB = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 _DEPTH_MM = ("16UC1", "mono16")
 _DEPTH_ENCODINGS = ("32FC1",) + _DEPTH_MM
+
+
+def decode_rgb(msg, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
+    """`image_to_rgb` of an Image whose header promises at most `max_pixels` pixels, checked before
+    anything is allocated for it. Any unreadable message raises UnsupportedImage (an InputError).
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    w, h = int(msg.width), int(msg.height)
+    if w * h > max_pixels:
+        raise UnsupportedImage(f"{msg.encoding} image {w}x{h} has {w * h / 1e6:.1f} megapixels, more than the "
+                               f"{max_pixels / 1e6:.0f} this node accepts; publish a smaller image")
+    return image_to_rgb(msg)
 
 
 def array_to_msg(arr: np.ndarray, header, encoding: str) -> Image:

@@ -11,13 +11,14 @@ from std_msgs.msg import Header
 
 from sa4depth_core.errors import InputError
 from sa4depth_core.pointcloud import depth_to_points
-from sa4depth_ros.camera_info import K_to_camera_info, camera_info_to_K, scaled_camera_info
+from sa4depth_ros.camera_info import K_to_camera_info, camera_info_to_K, frame_intrinsics, scaled_camera_info
 from sa4depth_ros.cloud import depth_to_cloud_msg
 from sa4depth_ros.image_codec import (
     UnsupportedImage,
     array_to_msg,
     colorize_depth,
     compressed_to_rgb,
+    decode_rgb,
     depth_to_msg,
     image_to_rgb,
     msg_to_depth,
@@ -224,6 +225,73 @@ def test_scaled_camera_info_rejects_binning():
     msg.binning_x = 2
     with pytest.raises(InputError, match="binning 2x0"):
         scaled_camera_info(msg, 320, 240)
+
+
+K_TEST = [[500.0, 0, 319.5], [0, 400.0, 239.5], [0, 0, 1]]
+
+
+@pytest.mark.parametrize("field, index, value, reason", [
+    ("p", 0, math.nan, "P has non-finite"), ("p", 11, math.inf, "P has non-finite"),
+    ("r", 4, math.nan, "R has non-finite"), ("d", 2, math.nan, "D has non-finite"),
+    ("d", 0, -math.inf, "D has non-finite"),
+])
+def test_camera_info_arrays_must_be_finite(field, index, value, reason):
+    msg = _info(K_TEST, p=np.hstack([K_TEST, np.zeros((3, 1))]))
+    values = np.array(getattr(msg, field))
+    values[index] = value
+    setattr(msg, field, values)
+    for use in (lambda: frame_intrinsics(msg, (480, 640), None), lambda: scaled_camera_info(msg, 320, 240)):
+        with pytest.raises(InputError, match=reason):
+            use()
+
+
+@pytest.mark.parametrize("model, d, reason", [
+    ("plumb_bob", [0.1, 0.2], "model 'plumb_bob' must have 5 values, got 2"),
+    ("rational_polynomial", [0.1] * 5, "must have 8 or 12 or 14 values"),
+    ("equidistant", [0.1, 0.0, 0.0, 0.0], "'equidistant' \\(fisheye\\) with non-zero D"),
+    ("kannala_brandt", [0.1, 0.0, 0.0, 0.0], "'kannala_brandt' is unknown"),
+    ("", [0.1], "'' is unknown"),
+])
+def test_distortion_that_is_not_near_pinhole_is_refused(model, d, reason):
+    msg = _info(K_TEST)
+    msg.distortion_model, msg.d = model, d
+    with pytest.raises(InputError, match=reason):
+        frame_intrinsics(msg, (480, 640), None)
+
+
+@pytest.mark.parametrize("model, d", [("plumb_bob", [0.1, -0.2, 0.001, 0.002, 0.03]), ("equidistant", [0.0] * 4),
+                                      ("anything", []), ("rational_polynomial", [0.01] * 8)])
+def test_pinhole_compatible_distortion_is_accepted(model, d):
+    msg = _info(K_TEST)
+    msg.distortion_model, msg.d = model, d
+    np.testing.assert_array_equal(frame_intrinsics(msg, (480, 640), None), K_TEST)
+
+
+def test_binning_and_roi_are_refused_before_any_work():
+    msg = _info(K_TEST)
+    msg.binning_x = 2
+    with pytest.raises(InputError, match="binning 2x0"):
+        frame_intrinsics(msg, (480, 640), None)
+    msg = _info(K_TEST)
+    msg.roi.width, msg.roi.height = 320, 240
+    with pytest.raises(InputError, match="roi"):
+        frame_intrinsics(msg, (480, 640), None)
+
+
+def test_a_projection_that_is_not_one_is_refused():
+    with pytest.raises(InputError, match="not a projection matrix"):
+        frame_intrinsics(_info(K_TEST, p=[[500.0, 0, 319.5, 0], [0, 400.0, 239.5, 0], [0, 0, 0, 0]]), (480, 640), None)
+
+
+def test_image_size_is_bounded_before_decoding():
+    msg = rgb_to_msg(np.zeros((64, 64, 3), np.uint8), _header())
+    assert decode_rgb(msg).shape == (64, 64, 3)
+    with pytest.raises(UnsupportedImage, match="64x64 has 0.0 megapixels, more than"):
+        decode_rgb(msg, max_pixels=1000)
+    # a header promising 2^31 pixels with no data behind it is refused by its size alone
+    huge = Image(height=2**16, width=2**15, encoding="rgb8", step=3 * 2**15, data=b"")
+    with pytest.raises(UnsupportedImage, match="megapixels"):
+        decode_rgb(huge)
 
 
 def test_K_to_camera_info():
