@@ -1,5 +1,6 @@
 """sa4depth-kitti2bag: KITTI odometry / raw trees -> bags, checked with rosbags, mcap, sqlite3 and rclpy."""
 import calendar
+import shutil
 import sqlite3
 
 import cv2
@@ -322,6 +323,25 @@ def test_existing_output_needs_overwrite(synth_root, tmp_path):
         convert(src, tmp_path / "bag", max_frames=3)
     convert(src, tmp_path / "bag", max_frames=3, overwrite=True)
     assert len(read_all(tmp_path / "bag")[IMAGE]) == 3 and [p.name for p in tmp_path.iterdir()] == ["bag"]
+
+
+@pytest.mark.parametrize("where", ["source", "parent", "root", "inside"])
+def test_an_output_overlapping_the_source_is_refused_before_anything_is_deleted(synth_root, tmp_path, where):
+    root = tmp_path / "kitti"
+    shutil.copytree(synth_root, root)  # the session's tree must survive a failing run of this test
+    src = root / "sequences" / "01"
+    out = {"source": src, "parent": src.parent, "root": root, "inside": src / "image_2"}[where]
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    with pytest.raises(InputError, match="write the bag elsewhere \\(nothing was changed\\)"):
+        convert(src, out, max_frames=2, overwrite=True)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+def test_cli_refuses_to_overwrite_its_source(synth_root, tmp_path, capsys):
+    src = tmp_path / "01"
+    shutil.copytree(synth_root / "sequences" / "01", src)
+    assert main([str(src), str(src), "--overwrite", "--quiet"]) == 2
+    assert "is the source" in capsys.readouterr().err and (src / "times.txt").is_file()
 
 
 def test_cli(synth_root, tmp_path, capsys):

@@ -449,6 +449,17 @@ def _tf_msg(transforms: list):
 # Writing
 
 
+def _refuse_overlap(out: Path, inputs) -> None:
+    """InputError if the bag directory `out` is, contains or lies inside one of the `inputs`
+    (directories read from): replacing it would delete the data being converted."""
+    target = out.resolve()
+    for source in dict.fromkeys(Path(p).resolve() for p in inputs):
+        if target == source or target in source.parents or source in target.parents:
+            relation = "is" if target == source else "contains" if target in source.parents else "is inside"
+            raise InputError(f"the bag {out} {relation} the source {source}; write the bag elsewhere "
+                             "(nothing was changed)")
+
+
 @contextlib.contextmanager
 def _atomic_directory(out: Path, overwrite: bool):
     """Yield a path inside a hidden sibling directory; move it to `out` only if the block succeeds."""
@@ -505,6 +516,8 @@ def write_bag(rec: KittiRecording, out: str | Path, storage: str = "sqlite3", ro
             k = int(np.flatnonzero(np.diff(s.stamps_ns) <= 0)[0]) + 1
             raise InputError(f"{rec.source}: camera {s.camera} frame {s.files[k].name} is not later than the frame "
                              f"before it")
+    _refuse_overlap(out, [rec.source] + [f.parent for s in rec.cameras for f in s.files[:1]] +
+                    [f.parent for f in rec.velo_files[:1]])
     start_ns = int(min(s[0] for s in stamps))
     total = 1 + sum(2 * len(s.files) for s in rec.cameras) + len(rec.velo_files) + \
         (2 * len(rec.gt_poses) if rec.gt_poses is not None else 0)
