@@ -1,14 +1,18 @@
 """Trajectory files: KITTI (12 numbers, 3x4 row-major per line) and TUM (`t tx ty tz qx qy qz qw`).
 
-Both hold camera-to-world poses; in memory they are (N,4,4) float64 arrays.
+Both hold camera-to-world poses; in memory they are (N,4,4) float64 arrays. Files are written
+whole or not at all (a full disk leaves no partial file, and an older file of the name intact).
 """
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 import numpy as np
 from transforms3d.quaternions import mat2quat, quat2mat
 
+from sa4depth_core.checkpoint import atomic_write_bytes
 from sa4depth_core.errors import InputError
 
 
@@ -37,6 +41,14 @@ def _number_rows(path: Path, count: int, what: str) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
+def _save_rows(path: str | Path, rows: np.ndarray, **savetxt_options) -> None:
+    """np.savetxt of (N, M) rows to `path`, atomically (OSError on failure, no file left behind)."""
+    text = io.StringIO()
+    np.savetxt(text, rows, **savetxt_options)
+    atomic_write_bytes(path, text.getvalue().encode())
+    os.chmod(path, 0o644)  # a trajectory is shared like any text file, not private like a temporary one
+
+
 def _check_poses(poses: np.ndarray) -> np.ndarray:
     poses = np.asarray(poses, dtype=np.float64)
     if poses.ndim != 3 or poses.shape[1:] not in ((4, 4), (3, 4)):
@@ -61,7 +73,7 @@ def load_kitti_poses(path: str | Path) -> np.ndarray:
 def save_kitti_poses(path: str | Path, poses: np.ndarray) -> None:
     """Write (N,4,4) or (N,3,4) camera-to-world poses as a KITTI poses file."""
     poses = _check_poses(poses)
-    np.savetxt(Path(path), poses[:, :3, :].reshape(-1, 12), fmt="%.12e")
+    _save_rows(path, poses[:, :3, :].reshape(-1, 12), fmt="%.12e")
 
 
 def load_tum_poses(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -96,5 +108,4 @@ def save_tum_poses(path: str | Path, timestamps: np.ndarray, poses: np.ndarray) 
     for t, pose in zip(timestamps, poses):
         w, x, y, z = mat2quat(pose[:3, :3])
         rows.append([t, *pose[:3, 3], x, y, z, w])
-    np.savetxt(Path(path), np.array(rows), fmt=["%.9f"] + ["%.12e"] * 7,
-               header="timestamp tx ty tz qx qy qz qw")
+    _save_rows(path, np.array(rows), fmt=["%.9f"] + ["%.12e"] * 7, header="timestamp tx ty tz qx qy qz qw")
