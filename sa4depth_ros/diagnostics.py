@@ -61,6 +61,50 @@ class LatencyWindow:
         return float(np.percentile(values, q)) if values else float("nan")
 
 
+class StageHealth:
+    """Outcome of the latest attempt at each stage of a frame (e.g. input, depth, odometry,
+    outputs). A stage whose latest attempt failed is reported, with its reason and how many
+    attempts in a row failed, until an attempt succeeds: no time window, so /diagnostics cannot
+    say OK while frames fail, and it recovers by itself. Thread-safe."""
+
+    def __init__(self, levels: dict):
+        self._levels = dict(levels)  # stage -> level reported while it fails
+        self._failing: dict[str, tuple[str, int]] = {}
+        self._lock = threading.Lock()
+
+    def ok(self, stage: str) -> None:
+        with self._lock:
+            self._failing.pop(stage, None)
+
+    def failed(self, stage: str, reason: str) -> None:
+        with self._lock:
+            _, streak = self._failing.get(stage, ("", 0))
+            self._failing[stage] = (reason, streak + 1)
+
+    def problems(self) -> list:
+        """(level, text) per failing stage, in the order the stages were given."""
+        with self._lock:
+            failing = dict(self._failing)
+        return [(level, f"{stage} failed on the last {failing[stage][1]} attempt(s): {failing[stage][0]}")
+                for stage, level in self._levels.items() if stage in failing]
+
+
+class Counters:
+    """Named event counters shared between threads."""
+
+    def __init__(self, names):
+        self._counts = dict.fromkeys(names, 0)
+        self._lock = threading.Lock()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return dict(self._counts)
+
+
 def _text(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"

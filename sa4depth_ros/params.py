@@ -15,12 +15,14 @@ from typing import Callable
 import numpy as np
 
 from sa4depth_core.errors import InputError
-from sa4depth_core.infer import ON_FAILURE, select_device
+from sa4depth_core.infer import MAX_NETWORK_SIDE, select_device
+from sa4depth_core.odometry import ON_FAILURE
 from sa4depth_core.pipeline import PipelineOptions, pose_from_xyz_rpy
 from sa4depth_core.scale import SCALE_MODES
 
 from .qos import QOS_NAMES
 
+MAX_THREADS = 256
 # Camera optical frame (x right, y down, z forward) on a base with x forward, z up (REP 103).
 OPTICAL_ON_BASE = [0.0, 0.0, 0.0, -math.pi / 2, 0.0, -math.pi / 2]
 
@@ -31,14 +33,6 @@ def _one_of(options) -> Callable:
 
 def _positive(v) -> str | None:
     return None if math.isfinite(v) and v > 0 else f"must be a positive number, got {v}"
-
-
-def _non_negative(v) -> str | None:
-    return None if math.isfinite(v) and v >= 0 else f"must be >= 0, got {v}"
-
-
-def _at_least(low: int) -> Callable:
-    return lambda v: None if v >= low else f"must be an integer >= {low}, got {v}"
 
 
 def _network_size(v) -> str | None:
@@ -55,7 +49,10 @@ def _frame_name(optional: bool) -> Callable:
 
 
 def _checkpoint(v) -> str | None:
-    return None if not v or os.path.exists(os.path.expanduser(v)) else f"'{v}' does not exist"
+    path = os.path.expanduser(v)
+    if not v or os.path.isfile(path) or os.path.isdir(path):
+        return None
+    return f"'{v}' is not a regular file or a directory" if os.path.exists(path) else f"'{v}' does not exist"
 
 
 def _accepted_by(convert: Callable) -> Callable:
@@ -87,13 +84,38 @@ def intrinsics_matrix(intrinsics) -> np.ndarray:
 @dataclass(frozen=True)
 class ParamSpec:
     """name: ROS parameter name; default fixes the type (float params also accept integers);
-    read_only: only settable at start-up; check: returns a reason when a value is unusable."""
+    read_only: only settable at start-up; check: returns a reason when a value is unusable;
+    bounds: (low, high) inclusive for numbers, declared as the parameter's range too, so that
+    no value can ask for absurd work or memory (e.g. 2^31 threads)."""
 
     name: str
     default: object
     description: str
     read_only: bool = False
     check: Callable | None = None
+    bounds: tuple | None = None
+
+    def problem(self, value) -> str | None:
+        """Why a typed `value` is unusable, or None."""
+        if self.bounds is not None:
+            low, high = self.bounds
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+                return f"must be between {low:g} and {high:g}, got {value}"
+        return self.check(value) if self.check else None
+
+    def descriptor(self):
+        """rcl_interfaces/ParameterDescriptor with the description, read-only flag and range."""
+        from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+        descriptor = ParameterDescriptor(description=self.description, read_only=self.read_only,
+                                         dynamic_typing=isinstance(self.default, float))
+        if self.bounds is not None and isinstance(self.default, float):
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(self.bounds[0]), to_value=float(self.bounds[1]), step=0.0)]
+        elif self.bounds is not None:
+            descriptor.integer_range = [IntegerRange(
+                from_value=int(self.bounds[0]), to_value=int(self.bounds[1]), step=0)]
+        return descriptor
 
 
 SPECS = (
@@ -101,14 +123,16 @@ SPECS = (
               "networks (meaningless depth). A live change takes effect on ~/reload_model", check=_checkpoint),
     ParamSpec("device", "auto", "auto | cpu | cuda | cuda:N (CUDA missing: CPU with a warning)",
               read_only=True, check=_accepted_by(select_device)),
-    ParamSpec("threads", 0, "torch CPU threads (0 = torch default)", check=_at_least(0)),
-    ParamSpec("input_width", 0, "network input width (0 = the checkpoint's)", check=_network_size),
-    ParamSpec("input_height", 0, "network input height (0 = the checkpoint's)", check=_network_size),
+    ParamSpec("threads", 0, "torch CPU threads (0 = torch default)", bounds=(0, MAX_THREADS)),
+    ParamSpec("input_width", 0, "network input width (0 = the checkpoint's)", check=_network_size,
+              bounds=(0, MAX_NETWORK_SIDE)),
+    ParamSpec("input_height", 0, "network input height (0 = the checkpoint's)", check=_network_size,
+              bounds=(0, MAX_NETWORK_SIDE)),
     ParamSpec("scale_mode", "relative", "relative (network units) | fixed (x scale_factor) | camera_height "
               "(metres from the camera's height above a fitted ground plane)", check=_one_of(SCALE_MODES)),
-    ParamSpec("scale_factor", 1.0, "depth multiplier in scale_mode fixed", check=_positive),
+    ParamSpec("scale_factor", 1.0, "depth multiplier in scale_mode fixed", check=_positive, bounds=(0.0, 1e6)),
     ParamSpec("camera_height", 1.65, "camera height above the ground in metres (scale_mode camera_height)",
-              check=_positive),
+              check=_positive, bounds=(0.0, 100.0)),
     ParamSpec("odometry.enabled", True, "compute and publish odometry, path and TF"),
     ParamSpec("odometry.refine", True, "feature-metric LM refinement of PoseNet's motion"),
     ParamSpec("odometry.on_failure", "hold", "when refinement fails: hold (keep the last pose) | posenet "
@@ -124,20 +148,23 @@ SPECS = (
               "leave off when robot_state_publisher already does"),
     ParamSpec("publish_points", True, "offer the points PointCloud2 (built only while someone subscribes)",
               read_only=True),
-    ParamSpec("points_stride", 4, "keep every n-th row and column in points", check=_at_least(1)),
-    ParamSpec("path_max_size", 1024, "poses kept in path", check=_at_least(1)),
+    ParamSpec("points_stride", 4, "keep every n-th row and column in points", bounds=(1, 64)),
+    ParamSpec("path_max_size", 1024, "poses kept in path", bounds=(1, 100_000)),
     ParamSpec("path_period", 0.5, "seconds of image time between path messages, 0 = every frame (each "
-              "message carries the whole path: about 6 ms of serialisation per 1000 poses)", check=_non_negative),
+              "message carries the whole path: about 6 ms of serialisation per 1000 poses)", bounds=(0.0, 3600.0)),
     ParamSpec("intrinsics", [0.0, 0.0, 0.0, 0.0], "fx, fy, cx, cy of the input image in pixels; all 0 = pair "
               "images with camera_info instead", read_only=True, check=intrinsics_problem),
     ParamSpec("sync_slop", 0.02, "largest image/CameraInfo stamp difference that pairs (s)", read_only=True,
-              check=_non_negative),
+              bounds=(0.0, 10.0)),
     ParamSpec("qos.image", "sensor_data", "QoS of the image and camera_info subscriptions", read_only=True,
               check=_one_of(QOS_NAMES)),
     ParamSpec("qos.output", "reliable", "QoS of the publishers", read_only=True, check=_one_of(QOS_NAMES)),
     ParamSpec("trajectory_dir", "~/.ros/sa4depth", "directory ~/save_trajectory writes to",
               check=lambda v: None if v.strip() else "must not be empty"),
-    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_only=True, check=_positive),
+    ParamSpec("reload_timeout", 60.0, "seconds ~/reload_model may take to load and smoke-test a model before it "
+              "answers failure (the stuck load is abandoned)", bounds=(1.0, 3600.0)),
+    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_only=True,
+              bounds=(0.05, 3600.0)),
 )
 BY_NAME = {spec.name: spec for spec in SPECS}
 
@@ -172,7 +199,7 @@ def check_value(name: str, value):
     if spec is None:
         return value
     value = coerce(spec.default, value, name)
-    reason = spec.check(value) if spec.check else None
+    reason = spec.problem(value)
     if reason:
         raise InputError(f"parameter '{name}' {reason}")
     return value
@@ -213,6 +240,7 @@ class Settings:
     qos_image: str
     qos_output: str
     trajectory_dir: str
+    reload_timeout: float
     diagnostics_period: float
 
     @classmethod
@@ -248,13 +276,15 @@ class Settings:
 
 
 def declare(node) -> Settings:
-    """Declare every parameter on an rclpy node and return the checked start-up values."""
-    from rcl_interfaces.msg import ParameterDescriptor
+    """Declare every parameter on an rclpy node and return the checked start-up values; a start-up
+    value of the wrong type or out of range raises InputError naming it."""
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
     values = {}
     for spec in SPECS:
-        descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only,
-                                         dynamic_typing=isinstance(spec.default, float))
-        values[spec.name] = node.declare_parameter(spec.name, spec.default, descriptor).value
+        try:
+            values[spec.name] = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            raise InputError(f"parameter '{spec.name}': {exc}") from None
     return Settings.from_values(values)
 

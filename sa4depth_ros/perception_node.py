@@ -5,10 +5,18 @@ mailbox (an unprocessed older pair is dropped and counted); a worker thread take
 `sa4depth_core.pipeline.PerceptionPipeline` and publishes. Input callbacks run in the spinning
 thread; services and the diagnostics timer are `slow_callback_groups` run by pool threads (see
 executor.InlineExecutor), and they touch the pipeline only between frames.
+
+Hostile input: a frame goes through stages (input: decode and check everything before any work;
+depth; outputs; odometry), each contained on its own, so one that raises costs that stage of that
+frame only; /diagnostics reports a failing stage until it next succeeds (StageHealth), and every
+frame is counted in exactly one of processed, rejected, failed or dropped. Models load in a
+guarded, time-limited thread (ModelLoader), and every service call gets an answer.
 The topics, parameters and services are listed in docs/ros_interface.md.
 """
 from __future__ import annotations
 
+import math
+import queue
 import threading
 import time
 import traceback
@@ -28,15 +36,25 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from transforms3d.quaternions import mat2quat
 
-from sa4depth_core.errors import InputError
-from sa4depth_core.infer import load_checked_model
+from sa4depth_core.errors import CheckpointError, InputError
+from sa4depth_core.infer import LoadedModel, load_checked_model
 from sa4depth_core.pipeline import PerceptionPipeline, pose_from_xyz_rpy
 
 from . import params
-from .camera_info import K_to_camera_info, frame_intrinsics, scaled_camera_info
+from .camera_info import K_to_camera_info, distortion_note, frame_intrinsics, scaled_camera_info
 from .cloud import depth_to_cloud_msg
-from .diagnostics import ERROR, WARN, LatencyWindow, RateMeter, make_array, make_status, worst_level
-from .image_codec import array_to_msg, colorize_depth, depth_to_msg, image_to_rgb
+from .diagnostics import (
+    ERROR,
+    WARN,
+    Counters,
+    LatencyWindow,
+    RateMeter,
+    StageHealth,
+    make_array,
+    make_status,
+    worst_level,
+)
+from .image_codec import array_to_msg, colorize_depth, decode_rgb, depth_to_msg
 from .qos import qos_from_string
 from .node_main import run_node, torch_device
 from .stamps import stamp_seconds
@@ -50,6 +68,13 @@ TOPICS = {"depth": Image, "depth/camera_info": CameraInfo, "depth/color": Image,
           "odom": Odometry, "path": Path}
 SERVICES = ("~/reset", "~/save_trajectory", "~/reload_model")
 LOG_THROTTLE_S = 5.0
+# Stages of a frame and the level /diagnostics reports while one fails. Bad input is the sender's
+# problem (WARN); a stage that raised on a valid frame is the node's (ERROR).
+STAGES = {"input": WARN, "depth": ERROR, "outputs": ERROR, "odometry": ERROR}
+# Counted here; frames_dropped_stale (mailbox) and frames_unpaired (synchroniser) come from those.
+COUNTERS = ("frames_received", "frames_processed", "frames_published", "frames_rejected", "frames_failed",
+            "odometry_failed")
+MAX_STUCK_LOADS = 2
 
 
 class LatestFrame:
@@ -82,6 +107,80 @@ class LatestFrame:
             self._cond.notify_all()
 
 
+class ModelLoader:
+    """Loads and smoke-tests models (`load_checked_model`) in a daemon worker thread, waiting at
+    most a timeout: `load` returns a model or raises CheckpointError with the reason, whatever the
+    loading does (MemoryError, a FIFO that never opens, a hung network file system).
+
+    One worker serves every load (threads do not pile up, and the memory a load frees is reused
+    by the next in the same malloc arena). A load that overruns is abandoned with its worker (which ends once the load returns, if ever) and
+    the next load gets a new worker; while MAX_STUCK_LOADS workers are stuck, loads are refused
+    at once instead of piling up. Daemon threads do not hold up the process's exit, and `close`
+    releases a waiting caller.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._cond = threading.Condition()
+        self._closed = False
+        self._jobs: queue.SimpleQueue | None = None  # the current worker's
+        self._stuck: list[tuple[threading.Thread, str]] = []
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue) -> None:
+        for job in iter(jobs.get, None):
+            job()
+
+    def load(self, path: str | None, height: int, width: int, timeout: float) -> LoadedModel:
+        name = path or "the untrained model"
+        outcome: dict = {}
+
+        def job():
+            try:
+                outcome["model"] = load_checked_model(path, self.device, height, width)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes the caller's answer
+                outcome["error"] = exc
+            with self._cond:
+                outcome["done"] = True
+                self._cond.notify_all()
+
+        with self._cond:
+            self._stuck = [(t, p) for t, p in self._stuck if t.is_alive()]
+            if len(self._stuck) >= MAX_STUCK_LOADS:
+                raise CheckpointError(f"not loading {name}: {len(self._stuck)} earlier loads "
+                                      f"({', '.join(p for _, p in self._stuck)}) are still stuck")
+            if self._jobs is None:
+                self._jobs = queue.SimpleQueue()
+                self._worker = threading.Thread(target=self._serve, args=(self._jobs,), name="sa4depth-model-load",
+                                                daemon=True)
+                self._worker.start()
+            self._jobs.put(job)
+            self._cond.wait_for(lambda: "done" in outcome or self._closed, timeout)
+            if "done" not in outcome:
+                self._jobs.put(None)  # the abandoned worker ends after this load, if it ever returns
+                self._jobs = None
+                self._stuck.append((self._worker, name))
+                raise CheckpointError("the node is shutting down" if self._closed else
+                                      f"{name}: loading did not finish within {timeout:g} s (a FIFO, a hung file "
+                                      "system?); abandoned")
+        # The error's traceback holds job's frame, which holds `outcome`: emptying it breaks that
+        # cycle, so the failed model is freed now rather than at some later garbage collection
+        # (each huge-size reload grew the node by ~50 MB until this).
+        error, model = outcome.pop("error", None), outcome.pop("model", None)
+        outcome.clear()
+        if isinstance(error, InputError):
+            raise error
+        if error is not None:
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else "no detail"
+            raise CheckpointError(f"{name}: cannot be loaded ({type(error).__name__}: {detail})") from error
+        return model
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 def _pose_fields(msg_pose, T: np.ndarray) -> None:
     """Fill a geometry_msgs/Pose from a (4,4) transform."""
     w, x, y, z = mat2quat(T[:3, :3])
@@ -99,7 +198,8 @@ class PerceptionNode(Node):
         self.settings = params.declare(self)
         s = self.settings
         self.device = torch_device(self, s.device, s.threads)
-        loaded = load_checked_model(s.checkpoint or None, self.device, s.input_height, s.input_width)
+        self._loader = ModelLoader(self.device)
+        loaded = self._loader.load(s.checkpoint or None, s.input_height, s.input_width, s.reload_timeout)
         self._announce_model(loaded)
         self.pipeline = PerceptionPipeline(loaded, self.device, s.pipeline_options())
         self._pipeline_lock = threading.Lock()
@@ -108,13 +208,13 @@ class PerceptionNode(Node):
         self._slot = LatestFrame()
         self._in_rate, self._out_rate = RateMeter(), RateMeter()
         self._latency, self._core_ms = LatencyWindow(), LatencyWindow()
-        self._rejected = 0
-        self._errors = 0
-        self._last_problem = ""  # last rejected frame or worker error, shown in diagnostics
-        self._last_problem_time = -1e9
+        self._counts = Counters(COUNTERS)
+        self._health = StageHealth(STAGES)
+        self._last_problem = ""  # the newest problem of any frame, kept as history in diagnostics
         self._waiting_note = ""
+        self._distortion_note = ""
         self._last = {"tracking": "none", "lost_count": 0, "lost_streak": 0, "scale": s.scale_mode,
-                      "scale_ready": True, "input_size": "none"}
+                      "input_size": "none", "status": self.pipeline.status(), "warnings": self.pipeline.warnings()}
         self._path: deque = deque(maxlen=s.path_max_size)
         self._path_stamp: float | None = None  # image time of the last path message
         self._static_sent = None
@@ -141,7 +241,7 @@ class PerceptionNode(Node):
                     "~/reload_model": (self._srv_reload, reload)}
         for name in SERVICES:
             handler, group = handlers[name]
-            self.create_service(Trigger, name, handler, callback_group=group)
+            self.create_service(Trigger, name, self._answering(handler), callback_group=group)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(s.diagnostics_period, self._publish_diagnostics, callback_group=control)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -157,10 +257,27 @@ class PerceptionNode(Node):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def shutdown(self) -> None:
-        """Stop the worker (the frame in progress finishes first)."""
+        """Stop the worker (the frame in progress finishes first), release a reload that waits for
+        a stuck load, and log the frame counts in one line."""
         self._stop.set()
         self._slot.close()
+        self._loader.close()
         self._worker.join(timeout=30.0)
+        self.get_logger().info("frame counts at shutdown: " + " ".join(
+            f"{key}={value}" for key, value in self.frame_counts().items()))
+
+    def frame_counts(self) -> dict:
+        """Every frame the node was handed, by fate: received = dropped_stale + rejected + failed +
+        processed (+ the one or two in the mailbox or in progress); published <= processed.
+        frames_unpaired counts images and CameraInfo messages the synchroniser discarded without a
+        partner (fallback synchroniser only; 'n/a' with message_filters)."""
+        counts = self._counts.snapshot()
+        unpaired = self._sync.dropped
+        return {"frames_received": counts["frames_received"], "frames_processed": counts["frames_processed"],
+                "frames_published": counts["frames_published"], "frames_dropped_stale": self._slot.dropped,
+                "frames_rejected": counts["frames_rejected"], "frames_failed": counts["frames_failed"],
+                "frames_unpaired": "n/a" if unpaired is None else unpaired,
+                "odometry_failed": counts["odometry_failed"]}
 
     def _announce_model(self, loaded) -> None:
         self._model = {"model_id": loaded.model_id, "model_source": loaded.source, "trained": loaded.trained}
@@ -171,6 +288,7 @@ class PerceptionNode(Node):
 
     # -- input ----------------------------------------------------------------------------------
     def _on_frame(self, image, info) -> None:
+        self._counts.add("frames_received")
         self._last_pair = time.monotonic()
         self._in_rate.tick()
         self._slot.put((image, info, time.monotonic()))
@@ -178,24 +296,24 @@ class PerceptionNode(Node):
     def _work(self) -> None:
         while not self._stop.is_set():
             frame = self._slot.take(timeout=0.2)
-            if frame is None:
-                continue
-            try:
+            if frame is not None:
                 self._process(*frame)
-            except InputError as exc:
-                self._report(f"frame rejected: {exc}", rejected=True)
-            except Exception as exc:  # noqa: BLE001 - a bad frame must not end the node
-                self._report(f"frame failed: {type(exc).__name__}: {exc}", rejected=False)
-                self.get_logger().debug(traceback.format_exc())
 
-    def _report(self, text: str, rejected: bool) -> None:
-        if rejected:
-            self._rejected += 1
+    def _stage_failed(self, stage: str, exc: BaseException | str, counter: str | None = None) -> None:
+        """Record a stage's failure: an InputError is a rejected frame (WARN), anything else an error
+        of the node (ERROR, with the traceback at debug level)."""
+        if isinstance(exc, InputError):
+            text = f"frame rejected: {exc}"
             self.get_logger().warning(text, throttle_duration_sec=LOG_THROTTLE_S)
         else:
-            self._errors += 1
+            text = f"{stage} failed: {exc}" if isinstance(exc, str) else f"{stage} failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(text, throttle_duration_sec=LOG_THROTTLE_S)
-        self._last_problem, self._last_problem_time = text, time.monotonic()
+            if isinstance(exc, BaseException):
+                self.get_logger().debug(traceback.format_exc())
+        if counter:
+            self._counts.add(counter)
+        self._health.failed(stage, text)
+        self._last_problem = text
 
     def _header(self, image) -> Header:
         frame = self.settings.camera_frame or image.header.frame_id
@@ -220,41 +338,97 @@ class PerceptionNode(Node):
         self._applied = s
 
     def _process(self, image, info, received: float) -> None:
-        rgb = image_to_rgb(image)
-        K = frame_intrinsics(info, rgb.shape[:2], self.settings.K())
-        header = self._header(image)
+        """One frame, stage by stage; each stage's exception is contained and reported."""
+        try:  # everything that can refuse the frame, before any work is done on it
+            rgb = decode_rgb(image)
+            K = frame_intrinsics(info, rgb.shape[:2], self.settings.K())
+            header = self._header(image)
+        except Exception as exc:  # noqa: BLE001 - a frame must not end the node
+            self._stage_failed("input", exc, "frames_rejected" if isinstance(exc, InputError) else "frames_failed")
+            return
+        self._health.ok("input")
+        self._note_distortion(info)
         # Publishing under the lock keeps a reset or model swap from landing between a frame's
         # computation and its path/TF messages.
         with self._pipeline_lock:
-            self._apply_settings()
-            result = self.pipeline.process(rgb, K, stamp_seconds(header.stamp))
-            self._publish(result, rgb, info, header, self._applied)
-            scale_text, scale_ready = self.pipeline.describe_scale(), self.pipeline.scale.ready
-        self._out_rate.tick()
-        self._latency.add(1e3 * (time.monotonic() - received))
-        self._core_ms.add(result.ms_depth + result.ms_odometry)
-        odo = result.odometry
-        self._last = {"tracking": odo.tracking if odo else "off", "lost_count": odo.lost_count if odo else 0,
-                      "lost_streak": odo.lost_streak if odo else 0, "scale": scale_text,
-                      "scale_ready": scale_ready, "input_size": f"{rgb.shape[1]}x{rgb.shape[0]}"}
+            try:
+                self._apply_settings()
+                result = self.pipeline.process(rgb, K, stamp_seconds(header.stamp))
+                if not (math.isfinite(result.scale) and result.scale > 0):
+                    raise RuntimeError(f"depth scale {result.scale} is not a positive number")
+            except InputError as exc:
+                self._stage_failed("input", exc, "frames_rejected")
+                return
+            except Exception as exc:  # noqa: BLE001
+                self._stage_failed("depth", exc, "frames_failed")
+                return
+            self._counts.add("frames_processed")
+            self._health.ok("depth")
+            s = self._applied
+            self._publish_depth(result, rgb, info, header, s, received)
+            self._publish_odometry_of(result, header, s)
+            self._last = {**self._odometry_state(result.odometry), "scale": self.pipeline.describe_scale(),
+                          "input_size": f"{rgb.shape[1]}x{rgb.shape[0]}", "status": self.pipeline.status(),
+                          "warnings": self.pipeline.warnings()}
 
-    def _publish(self, result, rgb, info, header: Header, s) -> None:
-        h, w = result.depth.shape
-        self._pubs["depth"].publish(depth_to_msg(result.depth, header))
-        if info is not None:
-            out_info = scaled_camera_info(info, w, h)
-            out_info.header = header
+    @staticmethod
+    def _odometry_state(odo) -> dict:
+        if odo is None:
+            return {"tracking": "off", "lost_count": 0, "lost_streak": 0}
+        return {"tracking": odo.tracking, "lost_count": odo.lost_count, "lost_streak": odo.lost_streak}
+
+    def _note_distortion(self, info) -> None:
+        """Warn once per distinct lens distortion that frames are used as if undistorted."""
+        note = distortion_note(info) if info is not None else ""
+        if note and note != self._distortion_note:
+            self.get_logger().warning(note)
+        self._distortion_note = note
+
+    def _publish_depth(self, result, rgb, info, header: Header, s, received: float) -> None:
+        """depth, depth/camera_info and, while subscribed, depth/color and points (stage 'outputs')."""
+        try:
+            h, w = result.depth.shape
+            self._pubs["depth"].publish(depth_to_msg(result.depth, header))
+            self._counts.add("frames_published")
+            self._out_rate.tick()
+            self._latency.add(1e3 * (time.monotonic() - received))
+            self._core_ms.add(result.ms_depth + result.ms_odometry)
+            if info is not None:
+                out_info = scaled_camera_info(info, w, h)
+                out_info.header = header
+            else:
+                out_info = K_to_camera_info(result.K, w, h, header)
+            self._pubs["depth/camera_info"].publish(out_info)
+            if self._pubs["depth/color"].get_subscription_count():
+                self._pubs["depth/color"].publish(array_to_msg(colorize_depth(result.depth), header, "bgr8"))
+            points = self._pubs.get("points")
+            if points is not None and points.get_subscription_count():
+                small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+                points.publish(depth_to_cloud_msg(result.depth, result.K, header, s.points_stride, rgb=small))
+        except Exception as exc:  # noqa: BLE001
+            self._stage_failed("outputs", exc)
         else:
-            out_info = K_to_camera_info(result.K, w, h, header)
-        self._pubs["depth/camera_info"].publish(out_info)
-        if self._pubs["depth/color"].get_subscription_count():
-            self._pubs["depth/color"].publish(array_to_msg(colorize_depth(result.depth), header, "bgr8"))
-        points = self._pubs.get("points")
-        if points is not None and points.get_subscription_count():
-            small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-            points.publish(depth_to_cloud_msg(result.depth, result.K, header, s.points_stride, rgb=small))
-        if result.odometry is not None:
-            self._publish_odometry(result.odometry, header, s)
+            self._health.ok("outputs")
+
+    def _publish_odometry_of(self, result, header: Header, s) -> None:
+        """odom, path and TF of a frame (stage 'odometry'): never a non-finite number."""
+        odo = result.odometry
+        if result.odometry_error:
+            self._stage_failed("odometry", result.odometry_error, "odometry_failed")
+            return
+        if odo is None:
+            self._health.ok("odometry")
+            return
+        arrays = (odo.pose, odo.pose_covariance, odo.twist, odo.twist_covariance)
+        if not all(np.isfinite(a).all() for a in arrays):
+            self._stage_failed("odometry", "non-finite pose, twist or covariance (not published)", "odometry_failed")
+            return
+        try:
+            self._publish_odometry(odo, header, s)
+        except Exception as exc:  # noqa: BLE001
+            self._stage_failed("odometry", exc, "odometry_failed")
+        else:
+            self._health.ok("odometry")
 
     def _publish_odometry(self, odo, header: Header, s) -> None:
         msg = Odometry()
@@ -292,12 +466,26 @@ class PerceptionNode(Node):
         try:
             values = {p.name: params.check_value(p.name, p.value) for p in changed}
             new = self.settings.updated(values)
-        except InputError as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - InputError with the reason; anything else is refused too
+            return SetParametersResult(successful=False, reason=str(exc) if isinstance(exc, InputError)
+                                       else f"{type(exc).__name__}: {exc}")
         self.settings = new  # the worker applies it before its next frame
         return SetParametersResult(successful=True)
 
     # -- services -------------------------------------------------------------------------------
+    def _answering(self, handler):
+        """`handler` made to answer every call: an exception becomes success False with the reason
+        (left to the executor it would end the node and leave the caller waiting)."""
+        def serve(request, response):
+            try:
+                return handler(request, response)
+            except Exception as exc:  # noqa: BLE001
+                response.success, response.message = False, f"failed: {type(exc).__name__}: {exc}"
+                self.get_logger().error(response.message)
+                self.get_logger().debug(traceback.format_exc())
+                return response
+        return serve
+
     def _srv_reset(self, request, response):
         with self._pipeline_lock:
             self.pipeline.reset()
@@ -323,15 +511,20 @@ class PerceptionNode(Node):
     def _srv_reload(self, request, response):
         s = self.settings
         try:
-            loaded = load_checked_model(s.checkpoint or None, self.device, s.input_height, s.input_width)
-        except InputError as exc:
-            response.success = False
-            response.message = f"kept model {self._model['model_id']}: {exc}"
+            loaded = self._loader.load(s.checkpoint or None, s.input_height, s.input_width, s.reload_timeout)
+            with self._pipeline_lock:
+                previous = self.pipeline.loaded
+                try:
+                    self.pipeline.set_model(loaded)
+                except Exception:
+                    self.pipeline.set_model(previous)  # never leave a half-swapped pipeline
+                    raise
+                self._announce_model(loaded)
+        except Exception as exc:  # noqa: BLE001 - InputError with the reason, or anything set_model raised
+            reason = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+            response.success, response.message = False, f"kept model {self._model['model_id']}: {reason}"
             self.get_logger().error(response.message)
             return response
-        with self._pipeline_lock:
-            self.pipeline.set_model(loaded)
-            self._announce_model(loaded)
         response.success, response.message = True, f"now running model {loaded.model_id} from {loaded.source}"
         self.get_logger().info(response.message)
         return response
@@ -356,7 +549,17 @@ class PerceptionNode(Node):
         return ""
 
     def _publish_diagnostics(self) -> None:
+        try:
+            status = self._diagnostic_status()
+        except Exception as exc:  # noqa: BLE001 - a timer callback that raises would end the node
+            self.get_logger().error(f"diagnostics failed: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        self._diag_pub.publish(make_array(self.get_clock().now().to_msg(), [status]))
+
+    def _diagnostic_status(self):
         s = self.settings
+        last = self._last
         problems = []
         if not self._model["trained"]:
             problems.append((WARN, "untrained model: depth and odometry are meaningless"))
@@ -366,44 +569,36 @@ class PerceptionNode(Node):
         self._waiting_note = note
         if note:
             problems.append((WARN, note))
-        if time.monotonic() - self._last_problem_time < max(2 * s.diagnostics_period, 2.0):
-            problems.append((WARN, self._last_problem))
-        if self._last["tracking"] in ("lost", "posenet_fallback"):
-            problems.append((ERROR if self._last["lost_streak"] >= 10 else WARN,
-                             f"odometry {self._last['tracking']} for {self._last['lost_streak']} frame(s)"))
-        if not self._last["scale_ready"]:
-            problems.append((WARN, "camera_height scale: no ground plane fitted yet, depth is in network units"))
-        unpaired = self._sync.dropped
+        problems += self._health.problems()
+        if last["tracking"] in ("lost", "posenet_fallback"):
+            problems.append((ERROR if last["lost_streak"] >= 10 else WARN,
+                             f"odometry {last['tracking']} for {last['lost_streak']} frame(s)"))
+        problems += [(WARN, text) for text in last["warnings"]]
         values = {
             **self._model,
             "device": str(self.device),
             "scale_mode": s.scale_mode,
-            "scale": self._last["scale"],
+            "scale": last["scale"],
             "input_rate_hz": self._in_rate.rate(),
             "output_rate_hz": self._out_rate.rate(),
             "latency_ms_p50": self._latency.percentile(50),
             "latency_ms_p95": self._latency.percentile(95),
             "inference_ms_p50": self._core_ms.percentile(50),
-            "frames_received": self._in_rate.count,
-            "frames_published": self._out_rate.count,
-            "dropped_frames": self._slot.dropped,
-            "unpaired_dropped": "n/a" if unpaired is None else unpaired,
-            "rejected_frames": self._rejected,
-            "errors": self._errors,
+            **self.frame_counts(),
             "last_problem": self._last_problem or "none",
-            "input_size": self._last["input_size"],
+            "input_size": last["input_size"],
             "network_size": "{1}x{0}".format(*self.pipeline.network_size),
             "odometry": "on" if s.odometry_enabled else "off",
-            "tracking": self._last["tracking"],
-            "lost_count": self._last["lost_count"],
+            "tracking": last["tracking"],
+            "lost_count": last["lost_count"],
+            **last["status"],
             "sync": self._sync.backend,
             "tf": str(self._tf.backend),
         }
         level = worst_level(problems)
         message = "; ".join(text for _, text in problems) if problems else "ok"
         name = f"{self.get_fully_qualified_name().lstrip('/')}: perception"
-        self._diag_pub.publish(make_array(self.get_clock().now().to_msg(),
-                                          [make_status(name, str(self.device), level, message, values)]))
+        return make_status(name, str(self.device), level, message, values)
 
 
 def main(args=None) -> int:

@@ -1,0 +1,285 @@
+"""Hostile input against a running perception_node over real topics (issue 18): degenerate frames,
+faults raised inside a frame's stages, broken CameraInfo, binned frames, absurd parameters and
+checkpoints, reloads that never finish; and (in the fixture's teardown) a prompt clean exit on
+SIGINT with the frame counts logged.
+
+The node runs a 192x64 network (at 128x64 the untrained model's solve does not go singular on a
+fence). It is wrapped with fault injection that only hostile frames reach: a frame of grey 99 makes
+the depth network raise, grey 77 makes the odometry step raise, grey 55 gets a NaN pose covariance
+from the pipeline, and loading a checkpoint named hang.pt never returns.
+"""
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import CameraInfo
+from std_msgs.msg import Header
+
+from sa4depth_core.checkpoint import save_checkpoint
+from sa4depth_core.config import Config
+from sa4depth_core.data.pose_io import load_kitti_poses
+from sa4depth_core.infer import load_model
+from sa4depth_ros.camera_info import K_to_camera_info
+from sa4depth_ros.image_codec import rgb_to_msg
+from sa4depth_ros.stamps import stamp_msg
+from test_perception_node import REPO, TIMEOUT, running_node
+
+FAULTS = """
+import sys, threading
+import sa4depth_core.pipeline as pipeline
+import sa4depth_ros.perception_node as node
+
+def grey(x, value):
+    return abs(float(x.min()) - value / 255) < 1e-6 and abs(float(x.max()) - value / 255) < 1e-6
+
+predict = pipeline.DepthPredictor.__call__
+def faulty_predict(self, rgb, K):
+    if rgb.min() == rgb.max() == 99:
+        raise RuntimeError("injected depth fault")
+    return predict(self, rgb, K)
+
+step = pipeline.OdometryEstimator.step
+def faulty_step(self, x, *args, **kwargs):
+    if grey(x, 77):
+        raise RuntimeError("injected odometry fault")
+    return step(self, x, *args, **kwargs)
+
+process = pipeline.PerceptionPipeline.process
+def faulty_process(self, rgb, K, stamp):
+    result = process(self, rgb, K, stamp)
+    if rgb.min() == rgb.max() == 55 and result.odometry is not None:
+        result.odometry.pose_covariance = result.odometry.pose_covariance * float("nan")
+    return result
+
+load = node.load_checked_model
+never = threading.Event()
+def hanging_load(path, *args, **kwargs):
+    if path and str(path).endswith("hang.pt"):
+        never.wait()
+    return load(path, *args, **kwargs)
+
+pipeline.DepthPredictor.__call__, pipeline.OdometryEstimator.step = faulty_predict, faulty_step
+pipeline.PerceptionPipeline.process = faulty_process
+node.load_checked_model = hanging_load
+sys.exit(node.main(sys.argv))
+"""
+
+
+@pytest.fixture(scope="module")
+def node(ros_domain_module, synth_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hostile")
+    with running_node(ros_domain_module, synth_root, tmp, ["input_width:=192", "input_height:=64",
+                                                           "reload_timeout:=3.0"], program=("-c", FAULTS)) as node:
+        yield node
+    line = [t for t in node.output().splitlines() if "frame counts at shutdown:" in t]
+    assert line and "frames_received=" in line[0] and "frames_rejected=" in line[0], node.output()
+
+
+def grey(value: int) -> np.ndarray:
+    return np.full((64, 128, 3), value, np.uint8)
+
+
+def fence() -> np.ndarray:
+    """Vertical stripes, 4 px wide: texture along x only."""
+    rgb = np.zeros((64, 128, 3), np.uint8)
+    rgb[:, (np.arange(128) // 4) % 2 == 0] = 255
+    return rgb
+
+
+def finite_odometry(msg) -> bool:
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    t, w = msg.twist.twist.linear, msg.twist.twist.angular
+    numbers = [p.x, p.y, p.z, q.x, q.y, q.z, q.w, t.x, t.y, t.z, w.x, w.y, w.z]
+    return all(map(math.isfinite, numbers + list(msg.pose.covariance) + list(msg.twist.covariance)))
+
+
+def send_and_wait_handled(node, rgb=None, info=None, reason=""):
+    """Send a frame (with `info` instead of the node's CameraInfo) and wait until the node's
+    diagnostics name `reason` as the last problem; returns the frame's stamp."""
+    node.t += 0.1
+    stamp = stamp_msg(node.t)
+    header = Header(stamp=stamp, frame_id="camera_optical")
+    rgb = node.images[0] if rgb is None else rgb
+    info = info if info is not None else K_to_camera_info(node.K, 128, 64, header)
+    info.header = header
+    node.client.send_messages(rgb_to_msg(rgb, header), info)
+    d = node.diagnostics(lambda d: reason in d["last_problem"])
+    assert d is not None, f"no diagnostics naming '{reason}':\n{node.output()}"
+    return stamp
+
+
+def test_a_fence_in_view_does_not_stop_depth_or_odometry(node):
+    c = node.client
+    assert c.trigger("reset")[0]
+    node.frame()
+    node.frame(fence())
+    for _ in range(12):  # the issue: every later frame got neither depth nor odometry
+        stamp, _ = node.frame()
+        odom = c.with_stamp("odom", stamp, TIMEOUT)
+        assert odom is not None and finite_odometry(odom), node.output()
+
+
+def test_a_stage_that_raises_is_an_error_until_frames_succeed_again(node):
+    c = node.client
+    stamp = send_and_wait_handled(node, grey(99), reason="injected depth fault")
+    d = node.diagnostics(lambda d: d["level"] == 2)
+    assert d is not None and "depth failed" in d["message"] and "injected depth fault" in d["message"]
+    node.frame()  # recovers by itself: no ~/reset
+    assert node.diagnostics(lambda d: d["level"] < 2 and "depth failed" not in d["message"]) is not None
+    assert c.with_stamp("depth", stamp, 0) is None
+
+    # odometry raises: that frame still gets depth, its odometry is an ERROR until the next frame's
+    stamp, _ = node.frame(grey(77))
+    d = node.diagnostics(lambda d: "injected odometry fault" in d["message"])
+    assert d is not None and d["level"] == 2, node.output()
+    assert c.with_stamp("odom", stamp, 0) is None
+    for _ in range(3):
+        stamp, _ = node.frame()
+    assert c.with_stamp("odom", stamp, TIMEOUT) is not None
+    assert node.diagnostics(lambda d: d["level"] < 2 and "odometry failed" not in d["message"]) is not None
+
+
+def test_non_finite_odometry_is_never_published(node):
+    c = node.client
+    assert c.trigger("reset")[0]
+    node.frame()
+    stamp, _ = node.frame(grey(55))  # the pipeline hands over a NaN pose covariance
+    d = node.diagnostics(lambda d: "non-finite" in d["message"])
+    assert d is not None and d["level"] == 2, node.output()
+    assert c.with_stamp("odom", stamp, 0) is None
+    later, _ = node.frame()
+    assert c.with_stamp("odom", later, TIMEOUT) is not None, "odometry never came back"
+    assert node.diagnostics(lambda d: "non-finite" not in d["message"]) is not None
+    assert all(finite_odometry(m) for m in c.messages("odom"))
+
+
+def test_absurd_parameters_are_refused_with_a_reason(node):
+    c = node.client
+    for name, value in [("scale_factor", 1e308), ("threads", 2**31), ("input_width", 2**40),
+                        ("camera_height", 1e9), ("path_max_size", 2**40), ("points_stride", 10**6)]:
+        ok, reason = c.set_parameters(**{name: value})[0]
+        assert not ok and ("range" in reason or "between" in reason), (name, reason)
+    node.frame()
+
+
+def test_camera_info_with_broken_arrays_is_rejected_whole(node):
+    K = node.K
+    bad = []
+    for field, index, value, reason in [("p", 0, math.nan, "P has non-finite"), ("p", 5, math.inf, "P has non-finite"),
+                                        ("r", 4, math.nan, "R has non-finite")]:
+        info = K_to_camera_info(K, 128, 64, Header())
+        values = np.array(getattr(info, field))
+        values[index] = value
+        setattr(info, field, values)
+        bad.append((info, reason))
+    for model, d, reason in [("plumb_bob", [math.nan, 0, 0, 0, 0], "D has non-finite"),
+                             ("plumb_bob", [0.1, 0.01, 0.0], "must have 5 values"),
+                             ("equidistant", [0.1, 0.01, 0.0, 0.0], "(fisheye)"),
+                             ("kannala_brandt", [0.1, 0.01, 0.0, 0.0], "'kannala_brandt' is unknown")]:
+        info = K_to_camera_info(K, 128, 64, Header())
+        info.distortion_model, info.d = model, d
+        bad.append((info, reason))
+    stamps = [send_and_wait_handled(node, info=info, reason=reason) for info, reason in bad]
+    good, _ = node.frame()
+    assert node.client.with_stamp("depth/camera_info", good, TIMEOUT) is not None
+    published = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: m for m in node.client.messages("depth")}
+    assert not [s for s in stamps if s.sec * 10**9 + s.nanosec in published], "a rejected frame got depth"
+    for info in node.client.messages("depth/camera_info"):
+        assert all(map(math.isfinite, list(info.k) + list(info.p) + list(info.r) + list(info.d)))
+
+
+def test_binned_frames_publish_nothing_and_do_not_grow_the_trajectory(node, tmp_path):
+    c = node.client
+    assert c.trigger("reset")[0]
+    valid = [node.frame()[0] for _ in range(3)]
+    binned = []
+    for factor in (2, 3, 4):  # a distinct reason each, so each frame is known to be handled
+        info = K_to_camera_info(node.K, 128, 64, Header())
+        info.binning_x = info.binning_y = factor
+        binned.append(send_and_wait_handled(node, info=info, reason=f"binning {factor}x{factor}"))
+    valid.append(node.frame()[0])
+    assert all(c.with_stamp("odom", s, TIMEOUT) is not None for s in valid)
+    assert not [s for s in binned if c.with_stamp("depth", s, 0) or c.with_stamp("odom", s, 0)]
+    ok, message = c.trigger("save_trajectory")
+    assert ok, message
+    kitti = sorted((node.tmp / "trajectories").glob("*_kitti.txt"))[-1]
+    assert len(load_kitti_poses(kitti)) == 4
+
+
+def _checkpoint(path: Path, height: int, width: int) -> Path:
+    cfg = Config()
+    cfg.model.height, cfg.model.width = height, width
+    save_checkpoint(path, config=cfg.to_dict(), model=load_model(None).model.state_dict())
+    return path
+
+
+def test_reload_of_a_checkpoint_declaring_a_huge_input_answers_and_the_node_lives(node, tmp_path):
+    c = node.client
+    huge = _checkpoint(tmp_path / "huge.pt", 2**20, 2**20)
+    # input size 0 = the checkpoint's own: the smoke test would run at 2^20 x 2^20
+    assert all(ok for ok, _ in c.set_parameters(checkpoint=str(huge), input_width=0, input_height=0))
+    try:
+        ok, message = c.trigger("reload_model")
+        assert not ok and "huge.pt" in message, message
+    finally:
+        assert all(ok for ok, _ in c.set_parameters(input_width=192, input_height=64))
+    assert node.proc.poll() is None
+    node.frame()
+
+
+def test_reload_of_a_fifo_answers_and_the_node_lives(node, tmp_path):
+    c = node.client
+    path = _checkpoint(tmp_path / "model.pt", 64, 192)
+    assert c.set_parameters(checkpoint=str(path))[0][0]
+    path.unlink()
+    os.mkfifo(path)  # swapped after the parameter was checked
+    ok, message = c.trigger("reload_model")
+    assert not ok and "model.pt" in message, message
+    try:  # a load still waiting for a writer (the reload timed out) gets end-of-file and ends
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass  # nothing has the FIFO open: it was refused without being opened
+    ok, reason = c.set_parameters(checkpoint=str(path))[0]
+    assert not ok and "regular file" in reason, reason  # a FIFO given directly is refused as a value
+    node.frame()
+
+
+def test_a_reload_that_never_finishes_answers_and_later_reloads_run(node, tmp_path):
+    """Last in the module: it leaves loads stuck for the teardown's SIGINT."""
+    c = node.client
+    hang = _checkpoint(tmp_path / "hang.pt", 64, 192)
+    good = _checkpoint(tmp_path / "good.pt", 64, 192)
+    assert c.set_parameters(checkpoint=str(hang))[0][0]
+    ok, message = c.trigger("reload_model")
+    assert not ok and "did not finish within 3 s" in message, message
+    assert c.set_parameters(checkpoint=str(good))[0][0]
+    ok, message = c.trigger("reload_model")
+    assert ok, message
+    assert c.set_parameters(checkpoint=str(hang))[0][0]
+    assert not c.trigger("reload_model")[0]
+    ok, message = c.trigger("reload_model")  # two loads are stuck now: refused at once, not queued
+    assert not ok and "still stuck" in message, message
+    node.frame()
+
+
+def _start_up(tmp_path, *params) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "sa4depth_ros.perception_node", "--ros-args", "-p", "threads:=1"]
+    for value in params:
+        cmd += ["-p", value]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("make_params", [
+    lambda tmp: [f"checkpoint:={_checkpoint(tmp / 'huge.pt', 2**20, 2**20)}"],
+    lambda tmp: ["threads:=100000"],
+    lambda tmp: ["input_width:=1000000"],
+], ids=["huge-checkpoint", "threads", "input_width"])
+def test_unusable_start_up_values_exit_2_with_one_line(ros_domain, tmp_path, make_params):
+    done = _start_up(tmp_path, *make_params(tmp_path))
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and "cannot start" in output and "Traceback" not in output, output
