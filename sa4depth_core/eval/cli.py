@@ -18,11 +18,11 @@ import numpy as np
 from ..config import Config
 from ..data.kitti_raw import KittiRawDrive, load_split_file
 from ..data.pose_io import save_kitti_poses, save_tum_poses
+from ..data.sources import open_sequences
 from ..errors import InputError
 from ..backends import BACKENDS, PRECISIONS, make_networks
 from ..infer import load_model, select_device
 from .trajectory_plot import plot_trajectories
-from ..train.datasets import open_sequences
 from . import cli_odometry, cli_trajectory
 from .depth_metrics import evaluate_depth
 from .odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate
