@@ -25,9 +25,10 @@ FORMAT = "sa4depth-checkpoint"
 VERSION = 1
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> None:
     """Write bytes so that `path` holds either the old or the complete new content.
 
+    mode: permission bits of the new file; None leaves the temporary file's private 0o600.
     Raises OSError (e.g. ENOSPC, EACCES) with the path in the message; the target is untouched.
     """
     path = Path(path)
@@ -38,6 +39,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

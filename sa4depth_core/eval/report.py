@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from ..checkpoint import atomic_write_bytes
 
 
 def _is_scalar(value: Any) -> bool:
@@ -101,21 +102,10 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write `obj` as indented JSON atomically (temp file in the same directory + os.replace),
-    creating parent directories. Readers never see a half-written file. Returns the path."""
+    """Write `obj` as indented JSON atomically (checkpoint.atomic_write_bytes), creating parent
+    directories. Readers never see a half-written file. Returns the path."""
     path = Path(path)
     text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600 files; results are meant to be shared like any other output.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Results are shared like any other output, not private like a temporary file.
+    atomic_write_bytes(path, text.encode("utf-8"), mode=0o644)
     return path
