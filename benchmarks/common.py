@@ -44,6 +44,13 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def use_cache(path: Path) -> None:
+    """Generate and read the synthetic worlds under `path` instead of benchmarks/.cache (a test's
+    temporary directory)."""
+    global CACHE
+    CACHE = Path(path)
+
+
 def synthetic(name: str, frames: int, height: int, width: int, seed: int, trajectory: str = "car",
               camera_height: float = 1.65, kitti_poses: str | None = None, kitti_start: int = 0) -> tuple[Path, str]:
     """Generate (once) and return (root, sequence) of a cached synthetic sequence."""
@@ -68,28 +75,36 @@ def train(cfg_overrides: list[str], train_seqs: list[tuple[Path, str]], out_dir:
     return trainer
 
 
-def evaluate(trainer_or_model, cfg, seqs: list[tuple[Path, str]], max_frames: int = 0) -> dict:
-    """Depth (median-scaled AbsRel, d1), scale consistency and odometry on held-out sequences."""
+def evaluate(trainer_or_model, cfg, seqs: list[tuple[Path, str]], max_frames: int = 0, odometry: bool = True) -> dict:
+    """Depth (median-scaled AbsRel, d1; AbsRel with one scale per sequence and one for all),
+    scale consistency and, with `odometry`, PoseNet-only and refined odometry on held-out sequences."""
     model = trainer_or_model.model if hasattr(trainer_or_model, "model") else trainer_or_model
     # the features count as trained only where training ran the refinement
     loaded = LoadedModel(model.eval(), cfg, "benchmark", "benchmark", True, cfg.refine.enabled)
     gts, preds, per_seq_ratio, out = [], [], [], {"sequences": {}}
+    seq_scale_abs_rel, seq_images = [], []
     for root, s in seqs:
         seq = KittiOdometrySequence(root, s)
         frames = range(min(len(seq), max_frames) if max_frames else len(seq))
-        run = run_sequence(loaded, seq, torch.device("cpu"), frames)
+        run = run_sequence(loaded, seq, torch.device("cpu"), frames, odometry=odometry)
         g = [seq.gt_depth(i) for i in frames]
         gts += g
         preds += run.depths
         ratios = frame_scale_ratios(g, run.depths, pred_kind="depth", crop="none")
         per_seq_ratio.append(np.nanmean(ratios))
+        seq_depth = evaluate_depth(g, run.depths, pred_kind="depth", crop="none")
+        seq_scale_abs_rel.append(seq_depth["global_metrics"]["abs_rel"])
+        seq_images.append(seq_depth["num_evaluated"])
         gt = np.stack([seq.pose(i) for i in frames])
-        seq_out = {"scale_std_over_mean": float(np.nanstd(ratios) / np.nanmean(ratios))}
+        seq_out = {"scale_std_over_mean": float(np.nanstd(ratios) / np.nanmean(ratios)),
+                   "abs_rel_sequence_scale": seq_scale_abs_rel[-1]}
         for mode, est in run.poses.items():
             rel = absolute_to_relative(est)
             pd = pose_depth_scale_ratios(rel, absolute_to_relative(gt), ratios[1:])
+            errors = odometry_errors(gt, est, "7dof")
             seq_out[mode] = {
-                "ate_7dof": odometry_errors(gt, est, "7dof")["ate"],
+                "ate_7dof": errors["ate"],
+                "t_err": errors["t_err"],  # NaN when the trajectory is shorter than every segment length
                 "ate5": snippet_ate(rel, gt)["mean"],
                 "pose_depth_ratio_mean": pd["mean"],
                 "pose_depth_ratio_std_over_mean": pd["std_over_mean"],
@@ -101,14 +116,42 @@ def evaluate(trainer_or_model, cfg, seqs: list[tuple[Path, str]], max_frames: in
     out["abs_rel"] = depth["metrics"]["abs_rel"]
     out["a1"] = depth["metrics"]["a1"]
     out["abs_rel_one_scale"] = depth["global_metrics"]["abs_rel"]
+    # weighted by evaluated images: the mean over all images, each scaled by its sequence's one scale
+    out["abs_rel_sequence_scale"] = float(np.average(seq_scale_abs_rel, weights=seq_images))
     ratios = np.array(per_seq_ratio)
     out["scale_across_sequences_std_over_mean"] = float(ratios.std() / ratios.mean())
     return out
 
 
-def save_result(name: str, data: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def _finite_mean(values) -> float:
+    """Mean of the finite values, NaN when there is none (e.g. t_err of short trajectories)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def summarize(result: dict) -> dict:
+    """Scalars of one `evaluate` result, per-sequence figures averaged over its sequences; the
+    odometry keys ("posenet ...", "refined ...") only for the trajectories it has."""
+    seqs = list(result["sequences"].values())
+    out = {
+        "abs_rel": result["abs_rel"],
+        "a1": result["a1"],
+        "abs_rel_sequence_scale": result["abs_rel_sequence_scale"],
+        "abs_rel_one_scale": result["abs_rel_one_scale"],
+        "scale_std_over_mean": float(np.mean([s["scale_std_over_mean"] for s in seqs])),
+        "scale_across_sequences_std_over_mean": result["scale_across_sequences_std_over_mean"],
+    }
+    for mode in [m for m in ("posenet", "refined") if m in seqs[0]]:
+        for key in ("ate_7dof", "ate5", "t_err", "pose_depth_ratio_mean", "pose_depth_ratio_std_over_mean"):
+            out[f"{mode} {key}"] = _finite_mean([s[mode][key] for s in seqs])
+        if mode == "refined":
+            out["refined acceptance"] = _finite_mean([s[mode]["acceptance"] for s in seqs])
+    return out
+
+
+def save_result(name: str, data: dict, directory: Path = RESULTS) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     data = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), **data}
     path.write_text(json.dumps(data, indent=2, default=float) + "\n")
     return path
