@@ -240,6 +240,7 @@ def run(args) -> int:
             for kind in reload_kinds:
                 problems += [p for p in (hostile_reload(client, checkpoints, kind),
                                          restore(client, checkpoints, size)) if p]
+                sent[f"reload {kind}"] = 1
             start = time.monotonic()
             t = 1000.0
             for i in range(args.frames):
@@ -306,7 +307,7 @@ def run(args) -> int:
         problems.append("resident memory grew between the middle and the end of the run")
 
     print(f"\n### Hostile soak: {args.frames} frames at {size[0]}x{size[1]}, {100 * args.hostile_share:g} % hostile, "
-          f"a hostile reload every {args.reload_every} frames\n")
+          f"a hostile reload every {args.reload_every} frames (and one of each first)\n")
     print(f"machine: {cpu_name()}; {args.threads} torch thread(s); {seconds:.0f} s, "
           f"{args.frames / seconds:.1f} frames/s")
     print("\n| sent | count |\n|---|---|")
