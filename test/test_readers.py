@@ -16,7 +16,8 @@ from sa4depth_core.data.kitti_odometry import KittiOdometrySequence, read_depth_
 from sa4depth_core.data.kitti_raw import (KittiRawDrive, SplitItem, load_split_file, load_velodyne,
                                           parse_split_line, velodyne_depth)
 from sa4depth_core.data.pose_io import load_kitti_poses, load_tum_poses, save_kitti_poses, save_tum_poses
-from sa4depth_core.data.sequence import TripletDataset, color_jitter, train_val_split
+from sa4depth_core.data.augment import color_jitter
+from sa4depth_core.data.sequence import TripletDataset, train_val_split
 from sa4depth_core.errors import InputError
 
 SHARED_POSES = Path("/work/shared/data/kitti_odometry/gt_poses/09.txt")

@@ -2,10 +2,8 @@
 
 A `FrameSequence` is one camera stream (a KITTI drive, an odometry sequence, an image folder, a
 bag) with native-resolution intrinsics, timestamps and, where known, ground-truth poses and
-depth. `TripletDataset` turns a list of them into samples of neighbouring frames.
-
-Pixel convention (shared with `sa4depth_core.geometry`): integer (u, v) are pixel centres, so a
-horizontal flip maps column u to W - 1 - u and the principal point cx to W - 1 - cx.
+depth. `TripletDataset` turns a list of them into samples of neighbouring frames, augmented as
+`augment.Augmentation` says.
 """
 from __future__ import annotations
 
@@ -20,16 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sa4depth_core.data.augment import Augmentation, flip_pose
 from sa4depth_core.errors import InputError
 from sa4depth_core.geometry import scale_intrinsics
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-# Luma weights of ITU-R BT.601, the grey level colour jitter blends towards.
-_GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-# Monodepth2's augmentation ranges: factors in [1 - 0.2, 1 + 0.2], hue shift in [-0.1, 0.1] turns.
-_JITTER_RANGE = 0.2
-_HUE_RANGE = 0.1
 
 
 class FrameSequence(abc.ABC):
@@ -171,55 +164,6 @@ def read_float_lines(path: Path, what: str) -> np.ndarray:
     return out
 
 
-def color_jitter(images: np.ndarray, brightness: float, contrast: float, saturation: float, hue: float,
-                 order: Sequence[int] = (0, 1, 2, 3)) -> np.ndarray:
-    """Apply the same photometric change to every frame.
-
-    Args:
-        images: (F,H,W,3) float32 RGB in [0,1].
-        brightness, contrast, saturation: multiplicative factors (1 = unchanged).
-        hue: shift of the hue angle in turns (0 = unchanged, 0.5 = opposite colour).
-        order: the order of the four operations (0 brightness, 1 contrast, 2 saturation, 3 hue).
-    Returns:
-        (F,H,W,3) float32 in [0,1].
-    """
-    # Python floats keep the arithmetic in float32 (numpy float64 scalars would promote it).
-    brightness, contrast, saturation, hue = float(brightness), float(contrast), float(saturation), float(hue)
-    out = images.astype(np.float32, copy=True)
-    for op in order:
-        if op == 0:
-            out = out * brightness
-        elif op == 1:
-            mean = (out @ _GREY_WEIGHTS).mean(axis=(1, 2))[:, None, None, None]
-            out = contrast * out + (1 - contrast) * mean
-        elif op == 2:
-            grey = (out @ _GREY_WEIGHTS)[..., None]
-            out = saturation * out + (1 - saturation) * grey
-        else:
-            out = np.stack([_shift_hue(frame, hue) for frame in out])
-        out = np.clip(out, 0.0, 1.0, out=out)
-    return out
-
-
-def _shift_hue(rgb: np.ndarray, hue: float) -> np.ndarray:
-    hsv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)  # float input: H in degrees
-    hsv[..., 0] = np.mod(hsv[..., 0] + 360.0 * hue, 360.0)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-
-
-def flip_pose(T: np.ndarray) -> np.ndarray:
-    """Camera-to-world pose of the mirrored scene seen in a horizontally flipped image.
-
-    Mirroring x in camera and world frames (S = diag(-1,1,1,1)) keeps relative poses consistent:
-    inv(S·A·S)·(S·B·S) = S·inv(A)·B·S.
-
-    Args:
-        T: (...,4,4)
-    """
-    S = np.diag([-1.0, 1.0, 1.0, 1.0])
-    return S @ T @ S
-
-
 class TripletDataset(Dataset):
     """Samples of neighbouring frames for self-supervised training and evaluation.
 
@@ -305,18 +249,11 @@ class TripletDataset(Dataset):
         images = np.stack([self._resize(f) for f in frames]).astype(np.float32) / 255.0
         K = scale_intrinsics(seq.intrinsics(), self.width / w0, self.height / h0)
 
-        # All draws are unconditional so that, e.g., an item's jitter does not depend on its flip.
-        rng = np.random.default_rng([self.seed, self.epoch, idx])
-        flip = self.augment and rng.random() < 0.5
-        do_jitter = self.augment and rng.random() < 0.5
-        factors = rng.uniform(1 - _JITTER_RANGE, 1 + _JITTER_RANGE, size=3)
-        hue = rng.uniform(-_HUE_RANGE, _HUE_RANGE)
-        order = rng.permutation(4)
-
-        if flip:
-            images = images[:, :, ::-1]
-            K[0, 2] = self.width - 1 - K[0, 2]
-        images_aug = color_jitter(images, *factors, hue, order) if do_jitter else images
+        augmentation = Augmentation()
+        if self.augment:
+            augmentation = Augmentation.draw(np.random.default_rng([self.seed, self.epoch, idx]))
+        images, images_aug, K = augmentation.apply(images, K)
+        flip = augmentation.flip
 
         item = {
             "images": _to_chw(images),

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..config import TRAINABLE, Config
-from ..data.sequence import color_jitter
+from ..data.augment import Augmentation
 from ..errors import CheckpointError, InputError
 from ..infer import load_checked_model, load_model
 from ..model import SA4DepthModel
@@ -43,9 +43,6 @@ from .score import triplet_batch, validation_score
 from .store import CheckpointEntry, CheckpointStore
 
 log = logging.getLogger(__name__)
-
-# Monodepth2's colour augmentation: factors in 1 +- 0.2, hue shift +- 0.1 turns, each with p = 0.5.
-JITTER, HUE = 0.2, 0.1
 
 # EvalOutcome actions
 DEPLOYED, KEPT, ROLLED_BACK, SKIPPED, FAILED = "deployed", "kept", "rolled_back", "skipped", "failed"
@@ -352,20 +349,13 @@ class OnlineLearner:
         return len(self.replay) > 0
 
     def _training_batch(self, triplets: list[Triplet]) -> dict:
+        """Network batch of replay triplets: `images` for the loss, `images_aug` for the networks."""
         images = np.stack([t.images for t in triplets]).astype(np.float32) / 255.0  # (B,3,H,W,3)
         K = np.stack([t.K for t in triplets])
-        augmented = images.copy()
+        augmented = images
         if self.options.augment:
-            W = images.shape[3]
-            for b in range(len(triplets)):
-                if self._rng.random() < 0.5:
-                    images[b] = images[b, :, :, ::-1]
-                    augmented[b] = augmented[b, :, :, ::-1]
-                    K[b, 0, 2] = W - 1 - K[b, 0, 2]
-                if self._rng.random() < 0.5:
-                    factors = [self._rng.uniform(1 - JITTER, 1 + JITTER) for _ in range(3)]
-                    order = self._rng.sample(range(4), 4)
-                    augmented[b] = color_jitter(augmented[b], *factors, self._rng.uniform(-HUE, HUE), order)
+            groups = [Augmentation.draw_from_stream(self._rng).apply(frames, k) for frames, k in zip(images, K)]
+            images, augmented, K = (np.stack(part) for part in zip(*groups))
         batch = triplet_batch(images, K, self.device)
         batch["images_aug"] = triplet_batch(augmented, K, self.device)["images"]
         return batch
