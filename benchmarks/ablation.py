@@ -97,7 +97,7 @@ def main() -> None:
     metrics = [k for k in runs["sa4depth"][0] if k not in ("seed", "raw")]
     print(f"\n## ablation ({machine()})")
     print(f"{len(train_seqs)} training sequences, {len(test_seqs)} held-out, {h}x{w}, batch {args.batch}, "
-          f"{args.steps} steps, seeds {args.seeds}; mean ± std over seeds\n")
+          f"{args.steps} steps, seeds {args.seeds}; mean ± std (ddof=1) over seeds\n")
     print("| metric | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     summary = {}
@@ -105,8 +105,9 @@ def main() -> None:
         cells = []
         for n in names:
             vals = np.array([r.get(m, np.nan) for r in runs[n]], dtype=float)
-            summary.setdefault(n, {})[m] = (float(vals.mean()), float(vals.std()))
-            cells.append(f"{vals.mean():.4f} ± {vals.std():.4f}")
+            spread = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+            summary.setdefault(n, {})[m] = (float(vals.mean()), spread)
+            cells.append(f"{vals.mean():.4f} ± {spread:.4f}")
         print(f"| {m} | " + " | ".join(cells) + " |")
     cells = [f"{np.mean(step_time[n]):.2f}" for n in names]
     print("| train s/step | " + " | ".join(cells) + " |")

@@ -20,10 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS, evaluate, machine, save_result, train
-from sa4depth_core.checkpoint import load_checkpoint
-from sa4depth_core.config import config_from_dict
-from sa4depth_core.model import SA4DepthModel
+from common import RESULTS, evaluate, machine, save_result, summarize, train
+from sa4depth_core.infer import load_model
 from worlds import worlds
 
 STARTS = {"without refinement (Monodepth2 loss)": ["refine.enabled=false"],
@@ -36,27 +34,19 @@ def base_overrides(h: int, w: int, steps: int, seed: int) -> list[str]:
             f"train.seed={seed}"]
 
 
-def load_trained(path: Path):
-    state = load_checkpoint(path)
-    cfg = config_from_dict(state["config"])
-    model = SA4DepthModel(cfg)
-    model.load_state_dict(state["model"])
-    return model.eval(), cfg, bool(state.get("features_trained"))
+# the rows of the table, from common.summarize
+METRICS = {"abs_rel": "AbsRel", "posenet ate_7dof": "ATE posenet (m)", "posenet ate5": "ATE5 posenet (m)",
+           "posenet pose_depth_ratio_std_over_mean": "pose/depth ratio std/mean posenet",
+           "refined ate_7dof": "ATE refined (m)", "refined ate5": "ATE5 refined (m)",
+           "refined pose_depth_ratio_std_over_mean": "pose/depth ratio std/mean refined",
+           "refined acceptance": "acceptance"}
 
 
-def flatten(result: dict) -> dict:
-    """Scalars of one evaluation, averaged over the test worlds."""
-    seqs = list(result["sequences"].values())
-    out = {"AbsRel": result["abs_rel"]}
-    for mode in ("posenet", "refined"):
-        if mode not in seqs[0]:
-            continue
-        out[f"ATE {mode} (m)"] = np.mean([s[mode]["ate_7dof"] for s in seqs])
-        out[f"ATE5 {mode} (m)"] = np.mean([s[mode]["ate5"] for s in seqs])
-        out[f"pose/depth ratio std/mean {mode}"] = np.mean([s[mode]["pose_depth_ratio_std_over_mean"] for s in seqs])
-    if "refined" in seqs[0]:
-        out["acceptance"] = np.mean([s["refined"]["acceptance"] for s in seqs])
-    return out
+def scored(path: Path, test_seqs) -> dict:
+    """The table's figures for the model in `path`, on the held-out worlds."""
+    loaded = load_model(path)
+    figures = summarize(evaluate(loaded.model, loaded.cfg, test_seqs))
+    return {label: figures[key] for key, label in METRICS.items() if key in figures}
 
 
 def main() -> None:
@@ -74,9 +64,9 @@ def main() -> None:
     for start_name, start_cfg in STARTS.items():
         start_dir = RESULTS / "runs" / f"refiner_fit_start_{'sa4depth' if 'SA4' in start_name else 'baseline'}"
         train(base_overrides(h, w, args.start_steps, 0) + start_cfg, train_seqs, start_dir, log=lambda *a: None)
-        model, cfg, trained = load_trained(start_dir / "best.pt")
-        start = flatten(evaluate(model, cfg, test_seqs))
-        print(f"{start_name}: start AbsRel {start['AbsRel']:.4f}, features trained: {trained}", flush=True)
+        start = scored(start_dir / "best.pt", test_seqs)
+        print(f"{start_name}: start AbsRel {start['AbsRel']:.4f}, features trained: {'acceptance' in start}",
+              flush=True)
         fits = []
         for seed in args.seeds:
             out = RESULTS / "runs" / f"{start_dir.name}_fit_{seed}"
@@ -85,8 +75,7 @@ def main() -> None:
                 "refine.enabled=true", "train.trainable=refiner", f"train.init={start_dir / 'best.pt'}"],
                 train_seqs, out, log=lambda *a: None)
             step_s = (time.time() - t0) / max(trainer.step, 1)
-            fitted, fcfg, _ = load_trained(out / "best.pt")
-            fits.append({"seed": seed, **flatten(evaluate(fitted, fcfg, test_seqs)), "fit s/step": step_s})
+            fits.append({"seed": seed, **scored(out / "best.pt", test_seqs), "fit s/step": step_s})
             print(f"  seed {seed}: {fits[-1]}", flush=True)
         rows[start_name] = {"start": start, "fits": fits}
     print(f"\n## refiner_fit ({machine()})")
