@@ -36,6 +36,7 @@ from ..errors import CheckpointError, InputError
 from ..infer import load_checked_model, load_model
 from ..model import SA4DepthModel
 from ..objective import compute_losses
+from ..train.step import guarded_step
 from .buffer import TripletBuffer, load_buffer_manifest, save_buffer_manifest
 from .keyframes import VAL, KeyframeSelector, Triplet
 from .safety import COLLAPSE, DEPLOY, DivergenceMonitor, gate
@@ -383,19 +384,11 @@ class OnlineLearner:
             batch = self._training_batch(triplets)
             self._train_mode()
             loss, stats = compute_losses(self.model, batch, self.train_cfg)
-            problem = self.monitor.check_step(loss.item(), None)
-            if problem is None:
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                clip = self.model_cfg.train.grad_clip or float("inf")
-                norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-                problem = self.monitor.check_step(loss.item(), norm)
-                if problem is None:
-                    self.optimizer.step()
-                    stats["grad_norm"] = norm
-            self.optimizer.zero_grad(set_to_none=True)
+            norm, problem = guarded_step(loss, self.optimizer, self.model.parameters(), self.model_cfg.train.grad_clip,
+                                         self.monitor.check_step)
             divergence = self.monitor.record(problem)
             if problem is None:
+                stats["grad_norm"] = norm
                 self.step += 1
                 self.last_loss = loss.item()
             else:

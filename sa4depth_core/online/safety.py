@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..train.step import step_problem
+
 # gate() actions
 DEPLOY, KEEP, COLLAPSE = "deploy", "keep", "collapse"
 
@@ -60,15 +62,7 @@ class DivergenceMonitor:
 
     def check_step(self, loss: float, grad_norm: float | None) -> str | None:
         """Why this step must be skipped (None = apply it). grad_norm None: not computed yet."""
-        if not math.isfinite(loss):
-            return f"non-finite loss ({loss})"
-        if grad_norm is None:
-            return None
-        if not math.isfinite(grad_norm):
-            return f"non-finite gradient norm ({grad_norm})"
-        if grad_norm > self.max_grad_norm:
-            return f"exploding gradient (norm {grad_norm:.4g} > {self.max_grad_norm:g})"
-        return None
+        return step_problem(loss, grad_norm, self.max_grad_norm)
 
     def record(self, problem: str | None) -> str | None:
         """Record a step's outcome; returns the divergence reason when a rollback is due."""

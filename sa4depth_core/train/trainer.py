@@ -24,6 +24,7 @@ from ..networks.monodepth2_io import load_monodepth2_folder
 from ..objective import compute_losses
 from .distributed import all_reduce_mean, init_distributed, shutdown
 from .progress import TrainProgress
+from .step import guarded_step
 
 
 MODEL_KEYS_FROM_INIT = ("num_layers", "height", "width", "min_depth", "max_depth")
@@ -208,25 +209,15 @@ class Trainer:
         batch = to_device(batch, self.device)
         with torch.autocast(self.device.type, enabled=self.amp):
             loss, stats = self.loss_module(batch)
-        if not torch.isfinite(loss):
+        grad_norm, problem = guarded_step(loss, self.optimizer, self.model.parameters(), self.cfg.train.grad_clip,
+                                          scaler=self.scaler)
+        if problem is not None:
             self.bad_steps += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.bad_steps >= 5:
+            if grad_norm is None and self.bad_steps >= 5:  # refused before backward: the loss itself
                 raise FloatingPointError(f"loss was non-finite in {self.bad_steps} consecutive steps at step {self.step}")
             return None
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip or float("inf"))
-        if not torch.isfinite(grad_norm):
-            self.bad_steps += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.update()
-            return None
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
         self.bad_steps = 0
-        stats["grad_norm"] = float(grad_norm)
+        stats["grad_norm"] = grad_norm
         return stats
 
     @torch.no_grad()
