@@ -22,6 +22,7 @@ from sa4depth_core.data.synth import generate_sequence  # noqa: E402
 from sa4depth_core.eval.depth_metrics import evaluate_depth  # noqa: E402
 from sa4depth_core.eval.odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate  # noqa: E402
 from sa4depth_core.eval.scale_consistency import frame_scale_ratios, pose_depth_scale_ratios  # noqa: E402
+from sa4depth_core.backends import make_networks  # noqa: E402
 from sa4depth_core.infer import LoadedModel  # noqa: E402
 from sa4depth_core.train.trainer import Trainer  # noqa: E402
 from sa4depth_core.eval.run_model import run_sequence  # noqa: E402
@@ -75,18 +76,36 @@ def train(cfg_overrides: list[str], train_seqs: list[tuple[Path, str]], out_dir:
     return trainer
 
 
-def evaluate(trainer_or_model, cfg, seqs: list[tuple[Path, str]], max_frames: int = 0, odometry: bool = True) -> dict:
+def trained_model(name: str, refine: bool, steps: int = 400, seed: int = 0, size=(64, 192)) -> Path:
+    """best.pt of a model trained on the training worlds (SA4Depth, or the Monodepth2 loss when
+    `refine` is False), trained once and kept in benchmarks/results/runs/<name> for the benchmarks
+    that only need some trained model (delete the folder to train anew)."""
+    from worlds import worlds
+
+    h, w = size
+    out = RESULTS / "runs" / name
+    if not (out / "best.pt").exists():
+        train([f"model.height={h}", f"model.width={w}", "train.batch_size=4", "train.epochs=1000",
+               f"train.max_steps={steps}", "train.val_every=1000000", "train.save_every=1000000", "train.lr=2e-4",
+               f"train.seed={seed}", f"refine.enabled={str(refine).lower()}"], worlds("train", h, w, 120), out)
+    return out / "best.pt"
+
+
+def evaluate(trainer_or_model, cfg, seqs: list[tuple[Path, str]], max_frames: int = 0, odometry: bool = True,
+             backend: str = "torch", precision: str = "fp32") -> dict:
     """Depth (median-scaled AbsRel, d1; AbsRel with one scale per sequence and one for all),
-    scale consistency and, with `odometry`, PoseNet-only and refined odometry on held-out sequences."""
+    scale consistency and, with `odometry`, PoseNet-only and refined odometry on held-out sequences;
+    the networks run on `backend` at `precision` (backends.make_networks)."""
     model = trainer_or_model.model if hasattr(trainer_or_model, "model") else trainer_or_model
     # the features count as trained only where training ran the refinement
     loaded = LoadedModel(model.eval(), cfg, "benchmark", "benchmark", True, cfg.refine.enabled)
+    nets, _ = make_networks(loaded, backend, precision, fallback=False)
     gts, preds, per_seq_ratio, out = [], [], [], {"sequences": {}}
     seq_scale_abs_rel, seq_images = [], []
     for root, s in seqs:
         seq = KittiOdometrySequence(root, s)
         frames = range(min(len(seq), max_frames) if max_frames else len(seq))
-        run = run_sequence(loaded, seq, torch.device("cpu"), frames, odometry=odometry)
+        run = run_sequence(loaded, seq, torch.device("cpu"), frames, odometry=odometry, nets=nets)
         g = [seq.gt_depth(i) for i in frames]
         gts += g
         preds += run.depths

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from common import RESULTS, machine, save_result, train
+from common import machine, save_result, trained_model
 from sa4depth_core.config import load_config
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.eval.odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate
@@ -92,14 +92,7 @@ def main() -> None:
     p.add_argument("--tolerance", type=float, default=0.02, help="relative ATE loss allowed against the full budget")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    if args.checkpoint:
-        loaded = load_model(args.checkpoint)
-    else:
-        out = RESULTS / "runs" / "lm_budget_model"
-        train(["model.height=64", "model.width=192", "train.batch_size=4", "train.epochs=1000",
-               f"train.max_steps={args.steps}", "train.val_every=1000000", "train.save_every=1000000", "train.lr=2e-4",
-               "train.seed=0"], worlds("train", 64, 192, 120), out, log=lambda *a: None)
-        loaded = load_model(out / "best.pt")
+    loaded = load_model(args.checkpoint or trained_model(f"sa4depth_{args.steps}", True, args.steps))
     h, w = loaded.cfg.model.height, loaded.cfg.model.width
     val = worlds("val", h, w, args.frames)
     rows = []

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS, evaluate, machine, save_result, summarize, train
+from common import RESULTS, evaluate, machine, save_result, summarize, train, trained_model
 from sa4depth_core.infer import load_model
 from worlds import worlds
 
-STARTS = {"without refinement (Monodepth2 loss)": ["refine.enabled=false"],
-          "with refinement (SA4Depth)": ["refine.enabled=true"]}
+STARTS = ("without refinement (Monodepth2 loss)", "with refinement (SA4Depth)")
 
 
 def base_overrides(h: int, w: int, steps: int, seed: int) -> list[str]:
@@ -61,18 +60,19 @@ def main() -> None:
     train_seqs = worlds("train", h, w, args.frames)
     test_seqs = worlds("test", h, w, args.frames // 2)
     rows: dict[str, dict] = {}
-    for start_name, start_cfg in STARTS.items():
-        start_dir = RESULTS / "runs" / f"refiner_fit_start_{'sa4depth' if 'SA4' in start_name else 'baseline'}"
-        train(base_overrides(h, w, args.start_steps, 0) + start_cfg, train_seqs, start_dir, log=lambda *a: None)
-        start = scored(start_dir / "best.pt", test_seqs)
+    for start_name in STARTS:
+        refine = "SA4" in start_name
+        start_model = trained_model(f"{'sa4depth' if refine else 'baseline'}_{args.start_steps}", refine,
+                                    args.start_steps, size=(h, w))
+        start = scored(start_model, test_seqs)
         print(f"{start_name}: start AbsRel {start['AbsRel']:.4f}, features trained: {'acceptance' in start}",
               flush=True)
         fits = []
         for seed in args.seeds:
-            out = RESULTS / "runs" / f"{start_dir.name}_fit_{seed}"
+            out = RESULTS / "runs" / f"refiner_fit_{start_model.parent.name}_{seed}"
             t0 = time.time()
             trainer = train(base_overrides(h, w, args.fit_steps, seed) + [
-                "refine.enabled=true", "train.trainable=refiner", f"train.init={start_dir / 'best.pt'}"],
+                "refine.enabled=true", "train.trainable=refiner", f"train.init={start_model}"],
                 train_seqs, out, log=lambda *a: None)
             step_s = (time.time() - t0) / max(trainer.step, 1)
             fits.append({"seed": seed, **scored(out / "best.pt", test_seqs), "fit s/step": step_s})

@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from common import RESULTS, machine, save_result, train
+from common import machine, save_result, trained_model
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.geometry import so3_log
 from sa4depth_core.infer import DepthPredictor, load_model
@@ -83,16 +83,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     h, w = 64, 192
-    if args.checkpoint:
-        loaded = load_model(args.checkpoint)
-    else:
-        train_seqs = worlds("train", h, w, 120)
-        overrides = [f"model.height={h}", f"model.width={w}", "train.batch_size=4", "train.epochs=1000",
-                     f"train.max_steps={args.steps}", "train.val_every=1000000", "train.save_every=1000000",
-                     "train.lr=2e-4", "train.seed=0"]
-        trainer = train(overrides, train_seqs, RESULTS / "runs" / "trust_region")
-        loaded = load_model(RESULTS / "runs" / "trust_region" / "best.pt")
-        del trainer
+    loaded = load_model(args.checkpoint or trained_model(f"sa4depth_{args.steps}", True, args.steps))
     loaded = dataclasses.replace(loaded, model=loaded.model.eval())
     h, w = loaded.cfg.model.height, loaded.cfg.model.width
     val = worlds("val", h, w, args.frames)
