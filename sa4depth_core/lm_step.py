@@ -111,7 +111,19 @@ def source_maps(features: torch.Tensor, confidence: torch.Tensor) -> torch.Tenso
     grad_u = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
     grad_v = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
     maps = torch.cat([features, grad_u, grad_v, confidence], dim=1)
-    return torch.where(torch.isfinite(maps), maps, 0.0)
+    return _finite_or_zero(maps)
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """True when every value is finite, in one reduction: a NaN or inf anywhere makes the sum
+    non-finite (and a sum that overflows only sends finite values down the careful path)."""
+    return bool(torch.isfinite(x.detach().sum()))
+
+
+def _finite_or_zero(x: torch.Tensor) -> torch.Tensor:
+    """x with non-finite values replaced by 0; x itself when all are finite (the common case,
+    which then costs one reduction instead of five full passes)."""
+    return x if all_finite(x) else torch.where(torch.isfinite(x), x, 0.0)
 
 
 class Linearization(NamedTuple):

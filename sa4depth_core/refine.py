@@ -41,7 +41,8 @@ from torch import nn
 
 from .errors import InputError
 from .geometry import backproject, scale_intrinsics, se3_exp, so3_log
-from .lm_step import Linearization, damped_step, is_informative, linearize, normal_equations, source_maps
+from .lm_step import (Linearization, all_finite, damped_step, is_informative, linearize, normal_equations,
+                      source_maps)
 
 LOG10_DAMPING_RANGE = (-6.0, 5.0)  # learned damping lives in 10^[a, b] (PixLoc's DampingNet)
 def resize_depth(depth: torch.Tensor, ok: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -326,7 +327,8 @@ class FeatureMetricRefiner(nn.Module):
         subset = self._subset(h * w, level, points.device)
         if subset is not None:
             points, feat, conf, ok = points[..., subset], feat[..., subset], conf[:, subset], ok[:, subset]
-        ok = ok & torch.isfinite(feat).all(1) & torch.isfinite(conf)
+        if not (all_finite(feat) and all_finite(conf)):
+            ok = ok & torch.isfinite(feat).all(1) & torch.isfinite(conf)
         feat, conf = torch.where(ok[:, None], feat, 0.0), torch.where(ok, conf, 0.0)
         return LevelProblem(points, ok, feat, conf, source_maps(f_s, c_s), K_level)
 
