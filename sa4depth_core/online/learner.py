@@ -3,14 +3,15 @@ weights that scored better than the deployed ones.
 
 Data: frames -> KeyframeSelector -> replay buffer (training) and validation buffer (held out).
 Training: the project's objective (objective.compute_losses) on random replay batches, with
-    colour/flip augmentation; a step with a non-finite loss, a non-finite or exploding gradient is
-    skipped, and a run of them rolls the weights back to the deployed model.
+    colour/flip augmentation (data.augment); a step with a non-finite loss, a non-finite or
+    exploding gradient is skipped (train.step), and a run of them rolls the weights back to the
+    deployed model.
 Evaluation (the caller decides when): candidate and deployed model are scored on the same
-    validation triplets (score.py); safety.gate decides: deploy (write, verify by loading the
-    file back and running it, then record it as deployed), keep training, or roll back.
+    validation triplets (score.py); safety.gate decides: deploy (deploy.py: write, verify by
+    loading the file back and running it, then record it as deployed), keep training, or roll back.
 Persistence: checkpoints and their manifest (store.py) and the buffers with their manifest
-    (buffer.py) live under `out_dir`; a new learner on the same `out_dir` resumes from the newest
-    checkpoint, the recorded deployed model and the buffers.
+    (buffer.py) live under `out_dir`; a new learner on the same `out_dir` resumes (resume.py) from
+    the newest checkpoint, the recorded deployed model and the buffers. Settings: options.py.
 
 Write failures (full disk, no permission) never raise out of the learner: they are counted,
 logged and shown in `status()`, and the deployed model stays what it was.
@@ -21,147 +22,29 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import random
 import threading
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..config import TRAINABLE, Config
+from ..config import Config
 from ..data.augment import Augmentation
-from ..errors import CheckpointError, InputError
-from ..infer import load_checked_model, load_model
+from ..errors import InputError
 from ..model import SA4DepthModel
 from ..objective import compute_losses
 from ..train.step import guarded_step
-from .buffer import TripletBuffer, load_buffer_manifest, save_buffer_manifest
+from .buffer import TripletBuffer, save_buffer_manifest
+from .deploy import DEPLOYED, FAILED, KEPT, ROLLED_BACK, SKIPPED, DeployFailed, EvalOutcome, deploy_candidate
 from .keyframes import VAL, KeyframeSelector, Triplet
+from .options import OnlineOptions
+from .resume import buffer_manifest, load_start, open_buffers, settle_deployed
 from .safety import COLLAPSE, DEPLOY, DivergenceMonitor, gate
 from .score import triplet_batch, validation_score
-from .store import CheckpointEntry, CheckpointStore
+from .store import CheckpointStore
 
 log = logging.getLogger(__name__)
-
-# EvalOutcome actions
-DEPLOYED, KEPT, ROLLED_BACK, SKIPPED, FAILED = "deployed", "kept", "rolled_back", "skipped", "failed"
-
-
-@dataclass
-class OnlineOptions:
-    """Settings of an OnlineLearner (the trainer node's parameters of the same names).
-
-    out_dir: checkpoints/ and buffer/ go here; reusing it resumes.
-    batch_size, lr: training batch (triplets, drawn with replacement) and Adam learning rate (the
-        refiner's learned damping trains at the checkpoint's train.damping_lr_factor times it).
-    replay_capacity, val_capacity: triplets kept (oldest dropped first).
-    val_period: training triplets between two held-out validation triplets.
-    min_val: validation triplets needed before a candidate is scored. With 3, a first evaluation on
-        that few triplets deployed a model with AbsRel +0.040 worse; 8 deployed none that ground truth
-        called worse (benchmarks/gate_audit.py).
-    eval_every: training steps between evaluations (used by BackgroundTrainer).
-    margin: relative score improvement a candidate needs to be deployed (0.01 = 1 %).
-    collapse_factor: a candidate scoring worse than this times the deployed score is a collapse.
-    scale_weight: weight of the depth-inconsistency term in the score.
-    max_grad_norm: gradient norm (before clipping) above which a step counts as exploding.
-    max_bad_steps: skipped steps in a row that count as divergence (rollback).
-    max_rollbacks: rollbacks in a row after which training halts until restarted.
-    keep_checkpoints: newest checkpoints kept besides the deployed one.
-    min_motion, min_texture, max_time_gap: keyframe selection (keyframes.KeyframeSelector).
-    refine_iterations, refine_max_points: lighter LM refinement for training and scoring on a
-        small computer (0 = the checkpoint's); deployed checkpoints keep the checkpoint's config.
-    freeze_bn: keep batch-norm statistics fixed (online batches are small and correlated).
-    trainable: "all" networks, or "refiner": depth and pose networks fixed, only the feature network
-        and the damping learn (SA4Depth odometry on top of existing depth/pose weights).
-    augment: colour jitter and horizontal flips on training batches.
-    persist_buffer: mirror the buffers to out_dir/buffer.
-    seed: sampling and augmentation seed.
-    """
-
-    out_dir: str = "online"
-    batch_size: int = 4
-    lr: float = 5e-5
-    replay_capacity: int = 200
-    val_capacity: int = 20
-    val_period: int = 10
-    min_val: int = 8
-    eval_every: int = 200
-    margin: float = 0.01
-    collapse_factor: float = 1.5
-    scale_weight: float = 0.5
-    max_grad_norm: float = 100.0
-    max_bad_steps: int = 3
-    max_rollbacks: int = 3
-    keep_checkpoints: int = 3
-    min_motion: float = 0.01
-    min_texture: float = 0.02
-    max_time_gap: float = 1.0
-    refine_iterations: int = 0
-    refine_max_points: int = 0
-    freeze_bn: bool = True
-    trainable: str = "all"
-    augment: bool = True
-    persist_buffer: bool = True
-    seed: int = 0
-
-    def check(self) -> None:
-        """Raise InputError naming the first unusable setting."""
-        at_least = {"batch_size": 1, "replay_capacity": 1, "val_capacity": 1, "val_period": 1, "min_val": 1,
-                    "eval_every": 1, "max_bad_steps": 1, "max_rollbacks": 1, "keep_checkpoints": 1,
-                    "refine_iterations": 0, "refine_max_points": 0, "seed": 0}
-        for name, low in at_least.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InputError(f"online option {name} must be an integer >= {low}, got {value!r}")
-        positive = ("lr", "collapse_factor", "max_grad_norm", "max_time_gap")
-        non_negative = ("margin", "scale_weight", "min_motion", "min_texture")
-        for name in positive + non_negative:
-            value = getattr(self, name)
-            bad = not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-            if bad or value < 0 or (name in positive and value == 0):
-                raise InputError(f"online option {name} must be a finite number "
-                                 f"{'> 0' if name in positive else '>= 0'}, got {value!r}")
-        if self.margin >= 1:
-            raise InputError(f"online option margin is a fraction below 1, got {self.margin}")
-        if self.collapse_factor <= 1:
-            raise InputError(f"online option collapse_factor must be > 1, got {self.collapse_factor}")
-        if self.min_val > self.val_capacity:
-            raise InputError(f"online option min_val ({self.min_val}) exceeds val_capacity ({self.val_capacity})")
-        if not str(self.out_dir).strip():
-            raise InputError("online option out_dir must not be empty")
-        if self.trainable not in TRAINABLE:
-            raise InputError(f"online option trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> OnlineOptions:
-        """From {name: value}; unknown names raise InputError."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise InputError(f"unknown online option(s) {unknown}; valid: {', '.join(sorted(names))}")
-        options = cls(**values)
-        options.check()
-        return options
-
-
-@dataclass
-class EvalOutcome:
-    """Result of OnlineLearner.evaluate.
-
-    action: "deployed", "kept", "rolled_back", "skipped" (not enough validation data) or "failed"
-    (the candidate passed the gate but could not be written or verified; nothing changed).
-    candidate, reference: score dicts (score.validation_score) or None.
-    entry, path: the new deployed checkpoint (action "deployed").
-    """
-
-    action: str
-    message: str
-    candidate: dict | None = None
-    reference: dict | None = None
-    entry: CheckpointEntry | None = None
-    path: str = ""
 
 
 class OnlineLearner:
@@ -197,40 +80,24 @@ class OnlineLearner:
         self.triplets_added = 0
 
         self.store = CheckpointStore(self.out_dir / "checkpoints", options.keep_checkpoints)
-        resumed = self.store.latest()
-        if resumed is not None:
-            self._resume(resumed, init)
-        else:
-            self._start(init, cfg)
+        start = load_start(self.store, init, cfg, self.device)
+        self._build(start.loaded)
+        self.step = start.step
+        deployed = settle_deployed(self.store, start, self.device, self.report_error)
+        if deployed is not None:
+            self.reference.load_state_dict(deployed)
         self.monitor = DivergenceMonitor(options.max_grad_norm, options.max_bad_steps)
         self.optimizer = self._make_optimizer()
 
         h, w = self.model_cfg.model.height, self.model_cfg.model.width
         self.selector = KeyframeSelector(h, w, options.min_motion, options.min_texture, options.max_time_gap,
                                          options.val_period)
-        buffer_dir = self.out_dir / "buffer"
-        mirror = options.persist_buffer
-        self.replay = TripletBuffer(options.replay_capacity, buffer_dir / "replay" if mirror else None)
-        self.val = TripletBuffer(options.val_capacity, buffer_dir / "val" if mirror else None)
-        if mirror:
-            extra, notes = load_buffer_manifest(self._buffer_manifest, self._buffers)
-            for note in notes:
-                self.report_error(f"buffer restore: {note}")
-            if extra.get("frame_size") not in (None, [h, w]):
-                self.report_error(f"buffer restore: stored triplets are {extra['frame_size']}, the model takes "
-                                  f"{[h, w]}; starting with empty buffers")
-                self.replay = TripletBuffer(options.replay_capacity, buffer_dir / "replay")
-                self.val = TripletBuffer(options.val_capacity, buffer_dir / "val")
-                for buffer in self._buffers.values():
-                    buffer.restore([], 0)  # deletes the stored files
-            if len(self.replay) or len(self.val):
-                log.info("restored %d training and %d validation triplets from %s", len(self.replay), len(self.val),
-                         buffer_dir)
+        self.replay, self.val = open_buffers(options, self.out_dir, [h, w], self.report_error)
 
     # -- set-up ---------------------------------------------------------------------------------
     @property
     def _buffer_manifest(self) -> Path:
-        return self.out_dir / "buffer" / "manifest.json"
+        return buffer_manifest(self.out_dir)
 
     @property
     def _buffers(self) -> dict[str, TripletBuffer]:
@@ -254,51 +121,6 @@ class OnlineLearner:
             self.model.freeze(SA4DepthModel.FROZEN_FOR_REFINER)
         self.reference = SA4DepthModel(self.train_cfg).to(self.device).eval().requires_grad_(False)
         self.reference.load_state_dict(state)
-
-    def _start(self, init: str, cfg: Config | None) -> None:
-        init = str(Path(init).expanduser()) if init else ""
-        loaded = load_model(init or None, self.device, cfg)
-        self._build(loaded)
-        self.step = 0
-        if init and Path(init).is_file():
-            # The starting checkpoint is the deployed model; it lives outside the store.
-            self._record_deployed(Path(init).absolute(), loaded.model_id)
-            return
-        # Random or Monodepth2 weights have no project file: write one, so that the deployed
-        # reference is a file that can be reloaded after a restart.
-        try:
-            entry = self.store.write(config=self.model_cfg.to_dict(), model=self.model.state_dict(), step=0,
-                                     kind="initial", parent=str(init or "random initialisation"),
-                                     features_trained=self.features_trained)
-        except OSError as exc:
-            self.report_error(f"could not write the initial checkpoint (training goes on in memory): {exc}")
-            self.store.deployed_id = loaded.model_id
-            return
-        self._record_deployed(self.store.path(entry), entry.model_id)
-
-    def _resume(self, entry: CheckpointEntry, init: str) -> None:
-        path = self.store.path(entry)
-        loaded = load_model(path, self.device)
-        self._build(loaded)
-        self.step = entry.step
-        note = f"; the init checkpoint {init} is not used" if init else ""
-        log.info("resuming from %s (step %d), deployed model %s%s", path, entry.step, self.store.deployed_id, note)
-        deployed = self.store.deployed
-        if not deployed:  # the deployed weights were never written: the resumed ones take over
-            self._record_deployed(path, entry.model_id)
-        elif Path(deployed) != path:
-            try:
-                self.reference.load_state_dict(load_model(deployed, self.device).model.state_dict())
-            except CheckpointError as exc:
-                self.report_error(f"the deployed checkpoint cannot be read ({exc}); {path} is the reference now")
-                self._record_deployed(path, entry.model_id)
-
-    def _record_deployed(self, path: Path, model_id: str) -> None:
-        try:
-            self.store.set_deployed(path, model_id)
-        except OSError as exc:
-            self.report_error(f"could not record the deployed model {model_id}: {exc}")
-            self.store.deployed, self.store.deployed_id = str(path), model_id
 
     @property
     def features_trained(self) -> bool:
@@ -458,24 +280,12 @@ class OnlineLearner:
             return self._deploy(candidate, reference, decision.reason)
 
     def _deploy(self, candidate: dict, reference: dict, reason: str) -> EvalOutcome:
-        parent = self.store.deployed
         try:
-            entry = self.store.write(config=self.model_cfg.to_dict(), model=self.model.state_dict(), step=self.step,
-                                     kind="candidate", parent=parent, score=candidate["score"],
-                                     metrics={**candidate, "reference_score": reference["score"]},
-                                     features_trained=self.features_trained)
-        except OSError as exc:
-            return self._failed(f"candidate passed the gate but was not written: {exc}", candidate, reference)
-        path = self.store.path(entry)
-        try:
-            load_checked_model(path, self.device)
-        except CheckpointError as exc:
-            return self._failed(f"candidate written but not deployed, it does not load back: {exc}", candidate,
-                                reference)
-        try:
-            self.store.set_deployed(path, entry.model_id)
-        except OSError as exc:
-            return self._failed(f"candidate {path} written but not recorded as deployed: {exc}", candidate, reference)
+            entry, path = deploy_candidate(self.store, self.model, self.model_cfg.to_dict(), self.step, candidate,
+                                           reference, self.features_trained, self.device)
+        except DeployFailed as exc:
+            self.report_error(str(exc))
+            return EvalOutcome(FAILED, str(exc), candidate, reference)
         self.reference.load_state_dict(self.model.state_dict())
         self.reference_score = candidate
         self._reference_key = (self._reference_key[0], entry.model_id)
@@ -487,10 +297,6 @@ class OnlineLearner:
         message = f"deployed model {entry.model_id} (step {entry.step}, {path}): {reason}"
         log.info(message)
         return EvalOutcome(DEPLOYED, message, candidate, reference, entry, str(path))
-
-    def _failed(self, text: str, candidate: dict, reference: dict) -> EvalOutcome:
-        self.report_error(text)
-        return EvalOutcome(FAILED, text, candidate, reference)
 
     def save(self) -> tuple[bool, str]:
         """Write the current weights (not deployed) and the buffer manifest; (success, message)."""
