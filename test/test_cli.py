@@ -104,3 +104,15 @@ def test_eval_runs_the_networks_on_another_backend(synth_root, checkpoint, tmp_p
                           "--crop", "none", "--max-frames", "3", "--json", str(reference)]) == 0
     a, b = (json.loads(p.read_text())["depth"]["metrics"]["abs_rel"] for p in (out, reference))
     assert a == pytest.approx(b, rel=1e-4)
+
+
+def test_train_reports_weights_of_another_architecture(synth_root, tmp_path, capsys):
+    """Weights whose tensors have other shapes are a CheckpointError in one line naming the file,
+    not torch's list of every mismatched tensor."""
+    narrow = load_config(None, SMALL + ["refine.feature_channels=8"])
+    init = tmp_path / "narrow.pt"
+    save_checkpoint(init, config=narrow.to_dict(), model=SA4DepthModel(narrow).state_dict())
+    code = train_cli.main(["--data-root", str(synth_root), "--sequences", "00", "--out", str(tmp_path / "out"),
+                           "--init", str(init), *SMALL, "refine.feature_channels=16"])
+    assert code == 2
+    _one_error_line(capsys, "narrow.pt", "do not fit")

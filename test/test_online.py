@@ -14,6 +14,7 @@ import sa4depth_core.online.learner as learner_module
 from sa4depth_core.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from sa4depth_core.config import load_config
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
+from sa4depth_core.errors import InputError
 from sa4depth_core.geometry import invert_transform, scale_intrinsics
 from sa4depth_core.infer import load_model
 from sa4depth_core.model import SA4DepthModel
@@ -612,3 +613,14 @@ def test_the_learned_damping_keeps_the_trainers_lr_factor_through_set_lr_and_rol
     check(3e-5)
     learner.rollback("test")  # a fresh optimizer at the rate set live
     check(3e-5)
+
+
+def test_unusable_settings_are_input_errors(tmp_path):
+    """Every bad setting of the online parts raises the project's InputError (the nodes report it
+    as a user error), not a bare ValueError."""
+    with pytest.raises(InputError, match="capacity"):
+        TripletBuffer(0)
+    with pytest.raises(InputError, match="keep"):
+        CheckpointStore(tmp_path / "checkpoints", keep=0)
+    with pytest.raises(InputError, match="at least one triplet"):
+        validation_score(SA4DepthModel(_cfg()), [], _cfg(), 0.5, 2, torch.device("cpu"))

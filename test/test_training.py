@@ -14,10 +14,12 @@ import torch.multiprocessing as mp
 from sa4depth_core.config import load_config
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.sequence import TripletDataset
+from sa4depth_core.errors import InputError
 from sa4depth_core.geometry import invert_transform, warp
 from sa4depth_core.losses import photometric_error
 from sa4depth_core.model import SA4DepthModel
 from sa4depth_core.objective import compute_losses
+from sa4depth_core.train.distributed import resolve_device
 from sa4depth_core.train.trainer import LossModule, Trainer, collate
 
 SMALL = ["model.height=64", "model.width=128", "train.batch_size=2", "train.progress=false",
@@ -200,3 +202,14 @@ def test_the_study_controls_change_only_what_they_name(synth_root, tmp_path, swi
         weight = 1 + _cfg(tmp_path).refine.level_loss_weight
         assert l1 == pytest.approx(l0 + weight * s1["baseline_aux_photometric"], rel=1e-5)
         assert "baseline_aux_photometric" not in s0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_that_is_not_there_is_an_input_error():
+    """Training refuses a GPU it cannot have (no fallback to days on the CPU) and names that are no
+    device, with the project's InputError."""
+    with pytest.raises(InputError, match="CUDA is not available"):
+        resolve_device("cuda")
+    with pytest.raises(InputError, match="gpu0"):
+        resolve_device("gpu0")
+    assert resolve_device("auto") == torch.device("cpu")

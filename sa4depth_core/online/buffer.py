@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import atomic_write_bytes
+from ..errors import InputError
 from .keyframes import Triplet
 
 MANIFEST_FORMAT = "sa4depth-buffer-manifest"
@@ -31,7 +32,7 @@ class TripletBuffer:
 
     def __init__(self, capacity: int, directory: str | Path | None = None):
         if capacity < 1:
-            raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
+            raise InputError(f"buffer capacity must be >= 1, got {capacity}")
         self.capacity = int(capacity)
         self.directory = Path(directory) if directory else None
         self._items: deque = deque()  # (uid, Triplet, persisted)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..errors import InputError
 from ..geometry import backproject, in_view, project, sample, transform_points
 from ..model import SA4DepthModel
 from ..objective import reprojection_loss
@@ -95,7 +96,7 @@ def validation_score(model: SA4DepthModel, triplets: list[Triplet], cfg: Config,
         (non-finite when the model produces non-finite output).
     """
     if not triplets:
-        raise ValueError("validation_score needs at least one triplet")
+        raise InputError("validation_score needs at least one triplet")
     model.eval()
     devices = [device.index or 0] if device.type == "cuda" else []
     photometric, inconsistent, counted, refined = 0.0, 0.0, 0, 0.0

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..checkpoint import atomic_write_bytes, save_checkpoint
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "sa4depth-online-checkpoints"
@@ -56,7 +56,7 @@ class CheckpointStore:
 
     def __init__(self, directory: str | Path, keep: int = 3):
         if keep < 1:
-            raise ValueError(f"keep must be >= 1, got {keep}")
+            raise InputError(f"keep must be >= 1, got {keep}")
         self.directory = Path(directory).expanduser().absolute()
         self.keep = int(keep)
         self.entries: list[CheckpointEntry] = []

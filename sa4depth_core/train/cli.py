@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         cfg = config_from_args(args)
         train_set, val_set = build_datasets(cfg)
         trainer = Trainer(cfg, train_set, val_set)
-    except (InputError, OSError, RuntimeError) as e:
+    except (InputError, OSError) as e:
         print(f"sa4depth-train: error: {e}", file=sys.stderr)
         return 2
     trainer.log(f"training on {len(train_set)} samples, validating on {len(val_set) if val_set else 0}; "

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import InputError
+from ..infer import select_device
+
 
 @dataclass
 class DistInfo:
@@ -24,15 +27,16 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' picks this process's GPU when CUDA is available, else the CPU."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device '{name}' requested but CUDA is not available; use device=auto or cpu")
-        if device.index is None:
-            device = torch.device(f"cuda:{local_rank}")
+    """infer.select_device, with this process's GPU for 'auto' and 'cuda' under torchrun.
+
+    Unlike inference, training refuses to fall back to the CPU when CUDA was asked for: a run
+    meant for a GPU would take days on the CPU. Raises InputError.
+    """
+    device, fallback = select_device(name)
+    if fallback:
+        raise InputError(f"device '{name}' requested but CUDA is not available; use device=auto or cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
     return device
 
 

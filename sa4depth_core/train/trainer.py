@@ -180,7 +180,11 @@ class Trainer:
             self.log(f"encoders initialised from ImageNet weights {self.cfg.model.imagenet_weights}")
 
     def _load_model_state(self, state: dict, path: str) -> None:
-        missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
+        try:
+            missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
+        except RuntimeError as exc:  # tensors of other shapes: another architecture
+            detail = str(exc).strip().splitlines()[-1].strip()  # torch lists every mismatch: one says enough
+            raise CheckpointError(f"{path}: weights do not fit this model ({detail})") from exc
         if unexpected or [k for k in missing if not k.startswith(("feature_net.", "refiner."))]:
             raise CheckpointError(
                 f"{path}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
