@@ -44,7 +44,8 @@ def available(loaded, combos) -> list:
     return out
 
 
-def frames_ms(height: int, width: int, combos, n: int, threads: int, iterations: int, points: int) -> dict:
+def frames_ms(height: int, width: int, combos, n: int, threads: int, iterations: int, points: int,
+              parallel: bool) -> dict:
     """{(backend, precision): (total, depth, odometry) median ms per frame}."""
     torch.manual_seed(0)
     loaded = load_model(None, "cpu", load_config(None, [f"model.height={height}", f"model.width={width}"]))
@@ -54,7 +55,7 @@ def frames_ms(height: int, width: int, combos, n: int, threads: int, iterations:
     K = np.array([[0.58 * width, 0, width / 2], [0, 1.92 * height, height / 2], [0, 0, 1]])
     pipes = {c: PerceptionPipeline(loaded, torch.device("cpu"), PipelineOptions(
         backend=c[0], precision=c[1], threads=threads, trust=TrustRegion(180.0, 1e9), refine_iterations=iterations,
-        refine_max_points=points)) for c in combos}
+        refine_max_points=points, parallel=parallel)) for c in combos}
     times = {c: [] for c in combos}
     for i in range(n + 2):
         for c, pipe in pipes.items():
@@ -70,6 +71,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sizes", nargs="+", default=["96x320", "192x640"])
+    p.add_argument("--parallel", action="store_true", help="depth beside PoseNet and features (threads 1 each)")
     p.add_argument("--refine-iterations", type=int, default=0)
     p.add_argument("--refine-max-points", type=int, default=0)
     p.add_argument("--steps", type=int, default=400, help="training steps of the accuracy model")
@@ -81,14 +83,17 @@ def main() -> None:
     speed = {}
     for size in args.sizes:
         h, w = (int(v) for v in size.split("x"))
-        speed[size] = frames_ms(h, w, combos, args.frames, args.threads, args.refine_iterations, args.refine_max_points)
+        speed[size] = frames_ms(h, w, combos, args.frames, args.threads, args.refine_iterations, args.refine_max_points,
+                                 args.parallel)
     loaded = load_model(trained_model(f"sa4depth_{args.steps}", True, args.steps))
     tests = worlds("test", loaded.cfg.model.height, loaded.cfg.model.width, args.test_frames)
     accuracy = {c: summarize(evaluate(loaded.model, loaded.cfg, tests, backend=c[0], precision=c[1])) for c in combos}
     budget = (f"LM budget {args.refine_iterations or 'the model'}'s iterations, {args.refine_max_points or 'its'} points"
               if args.refine_iterations or args.refine_max_points else "the model's LM budget")
     print(f"\n## pipeline_backends ({machine()})")
-    print(f"PerceptionPipeline.process per frame, {args.threads} threads, {budget}, median of {args.frames} frames, "
+    mode = "depth beside PoseNet and features (parallel)" if args.parallel else "one stage after the other"
+    print(f"PerceptionPipeline.process per frame, {mode}, {args.threads} threads, {budget}, "
+          f"median of {args.frames} frames, "
           "backends in turn frame by frame; ratios against torch fp32 of the same run\n")
     print("| size | backend | ms per frame | depth ms | odometry ms | frames/s | speed-up vs torch fp32 |")
     print("|---|---|---|---|---|---|---|")

@@ -190,9 +190,17 @@ class DepthPredictor:
             depth (1,1,h,w) float32 at network resolution in network units, on the device; K
             scaled to it (3,3); and the network input (1,3,h,w) for reuse by the pose path.
         """
+        x, Ks = self.inputs(rgb, K)
+        return self.depth(x), Ks, x
+
+    def inputs(self, rgb: np.ndarray, K: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """The network input (1,3,h,w) of a frame (H0,W0,3) uint8 and its intrinsics (3,3) scaled to it."""
         if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
             raise InputError(f"invalid intrinsics (fx={K[0, 0]}, fy={K[1, 1]}): is the camera calibrated?")
         x = rgb_to_tensor(rgb, self.height, self.width, self.device)
-        depth = self.nets.depth(x).float()
-        Ks = scale_intrinsics(K.astype(np.float64), self.width / rgb.shape[1], self.height / rgb.shape[0])
-        return depth, Ks, x
+        return x, scale_intrinsics(K.astype(np.float64), self.width / rgb.shape[1], self.height / rgb.shape[0])
+
+    @torch.inference_mode()
+    def depth(self, x: torch.Tensor) -> torch.Tensor:
+        """(1,3,h,w) network input -> (1,1,h,w) float32 depth in network units."""
+        return self.nets.depth(x).float()

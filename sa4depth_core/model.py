@@ -119,7 +119,8 @@ class SA4DepthModel(nn.Module):
 
     def pose_step(self, target: torch.Tensor, source: torch.Tensor, offset: int, depth_t: torch.Tensor,
                   K: torch.Tensor, feats_t=None, feats_s=None, trust: TrustRegion | None = None,
-                  networks=None, refiner: FeatureMetricRefiner | None = None) -> tuple[torch.Tensor, RefineResult]:
+                  networks=None, refiner: FeatureMetricRefiner | None = None,
+                  posenet: torch.Tensor | None = None) -> tuple[torch.Tensor, RefineResult]:
         """The refined-pose step shared by training, validation scoring and odometry: PoseNet's
         T_t->s, then its feature-metric LM refinement with the target depth (see refine.py).
 
@@ -132,11 +133,13 @@ class SA4DepthModel(nn.Module):
             networks: what computes PoseNet and the features (an inference backend with the same
                 method names, backends.make_networks); None is this model. The solver is this
                 model's refiner either way, or `refiner` (e.g. its with_budget() copy at inference).
+            posenet: PoseNet's T_t->s (B,4,4) when already computed (odometry computes it beside
+                the depth network).
         Returns:
             PoseNet's T_t->s (B,4,4), RefineResult
         """
         nets = self if networks is None else networks
-        T0 = nets.relative_pose(target, source, offset)
+        T0 = nets.relative_pose(target, source, offset) if posenet is None else posenet
         feats_t = nets.feature_net(target) if feats_t is None else feats_t
         feats_s = nets.feature_net(source) if feats_s is None else feats_s
         return T0, (refiner or self.refiner)(depth_t, K, T0, feats_t, feats_s, trust)

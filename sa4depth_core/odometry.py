@@ -62,6 +62,19 @@ class OdometryStep:
     reason: str = ""
 
 
+@dataclass
+class PreparedFrame:
+    """A frame after OdometryEstimator.prepare: its input x (1,3,h,w) and feature pyramid (or
+    None), and unless it is the first, the previous frame's input and features and PoseNet's
+    T_current->previous (1,4,4)."""
+
+    x: torch.Tensor
+    feats: list | None
+    prev_x: torch.Tensor | None = None
+    prev_feats: list | None = None
+    posenet: torch.Tensor | None = None
+
+
 def project_to_rigid(T: torch.Tensor) -> torch.Tensor:
     """The nearest rigid transform: the networks and the solver run in float32, so rotations are
     projected back onto SO(3) before thousands of them are composed.
@@ -134,7 +147,7 @@ class OdometryEstimator:
 
     @torch.inference_mode()
     def step(self, x: torch.Tensor, depth: torch.Tensor, K) -> OdometryStep:
-        """Add a frame.
+        """Add a frame (prepare, then finish).
 
         Args:
             x: (1,3,h,w) network input of the frame (from DepthPredictor).
@@ -143,21 +156,42 @@ class OdometryEstimator:
         Returns:
             OdometryStep
         """
+        return self.finish(self.prepare(x), depth, K)
+
+    @torch.inference_mode()
+    def prepare(self, x: torch.Tensor) -> PreparedFrame:
+        """The half of a step that needs no depth: the frame's features and PoseNet's motion
+        against the previous frame, so it can run beside the depth network. The frame becomes
+        the reference of the next one.
+
+        Args:
+            x: (1,3,h,w) network input of the frame.
+        """
         feats = self.nets.feature_net(x) if self.refining else None
         prev, self._prev = self._prev, (x, feats)
-        eye = torch.eye(4, dtype=torch.float64)
         if prev is None:
+            return PreparedFrame(x, feats)
+        prev_x, prev_feats = prev
+        if self.refining and prev_feats is None:  # refinement was switched on since the previous frame
+            prev_feats = self.nets.feature_net(prev_x)
+        return PreparedFrame(x, feats, prev_x, prev_feats, self.nets.relative_pose(x, prev_x, -1))
+
+    @torch.inference_mode()
+    def finish(self, frame: PreparedFrame, depth: torch.Tensor, K) -> OdometryStep:
+        """The motion of a prepared frame, refined with its depth when the features allow.
+
+        Args:
+            frame: from prepare(); depth: (1,1,h,w) network depth of the frame; K: (3,3) at (h,w).
+        """
+        eye = torch.eye(4, dtype=torch.float64)
+        if frame.posenet is None:
             return OdometryStep(eye, torch.zeros(6, 6, dtype=torch.float64), Tracking.INIT, float("nan"),
                                 float("nan"))
-        prev_x, prev_feats = prev
-        if not self.refining:
-            T = self.nets.relative_pose(x, prev_x, -1)[0]
-            return self._finish(T, POSENET_VARIANCE, Tracking.POSENET, float("nan"), float("nan"), "")
-        if prev_feats is None:  # refinement was switched on since the previous frame
-            prev_feats = self.nets.feature_net(prev_x)
+        if not self.refining or frame.prev_feats is None:
+            return self._finish(frame.posenet[0], POSENET_VARIANCE, Tracking.POSENET, float("nan"), float("nan"), "")
         Kt = torch.as_tensor(K, dtype=torch.float32, device=self.device)[None]
-        T0, result = self.model.pose_step(x, prev_x, -1, depth, Kt, feats, prev_feats, trust=self.trust,
-                                          networks=self.nets, refiner=self.refiner)
+        T0, result = self.model.pose_step(frame.x, frame.prev_x, -1, depth, Kt, frame.feats, frame.prev_feats,
+                                          trust=self.trust, refiner=self.refiner, posenet=frame.posenet)
         stats, acceptance = result.level_stats[-1], result.acceptance
         cost, valid = float(stats.cost[0]), float(stats.valid_fraction[0])
         reason = acceptance.reason(0)

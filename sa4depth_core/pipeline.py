@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,9 @@ class PipelineOptions:
     refine_iterations, refine_max_points: the LM solver's budget per level (0 = the model's).
     backend, precision, threads: what runs the depth, pose and feature networks
         (backends.make_networks: auto picks the fastest that works here; threads 0 = torch's).
+    parallel: run the depth network in a second thread beside PoseNet and the feature network
+        (they need no depth), so two cores work on one frame; pays with backends that keep to
+        their own threads (give them threads=1 each), see benchmarks/pipeline_backends.py.
     base_from_camera: (4,4) pose of the camera optical frame in the base frame.
     min_variance: floor added to every relative-motion variance (m^2, rad^2), so that a
         near-perfect feature match never claims impossible certainty; also the pose variance at
@@ -81,6 +85,7 @@ class PipelineOptions:
     backend: str = "torch"
     precision: str = "fp32"
     threads: int = 0
+    parallel: bool = False
     base_from_camera: np.ndarray = field(default_factory=lambda: np.eye(4))
     min_variance: float = 1e-6
 
@@ -194,6 +199,7 @@ class PerceptionPipeline:
         self._build_odometry()
         self._trajectory = _Trajectory()
         self.counts: Counter = Counter()  # odometry steps per Tracking state, and failed stages
+        self._pool: ThreadPoolExecutor | None = None
         self.last_rejection = ""
         self._reset_odometry_state(torch.eye(4, dtype=_F64))
 
@@ -303,30 +309,51 @@ class PerceptionPipeline:
         if K.shape != (3, 3):
             raise InputError(f"intrinsics must be a (3,3) matrix, got shape {K.shape}")
         t0 = time.perf_counter()
-        depth_net, K_net, x = self.predictor(rgb, K)
+        x, K_net = self.predictor.inputs(rgb, K)
+        odometry, error, prepared = None, "", None
+        if self.options.odometry:
+            if self._input_hw is not None and self._input_hw != rgb.shape[:2]:
+                # New camera geometry: the previous frame's features are not comparable.
+                self.estimator.restart_reference()
+            self._input_hw = rgb.shape[:2]
+        if self.options.odometry and self.options.parallel:
+            pending = self._worker().submit(self.predictor.depth, x)
+            try:
+                prepared = self.estimator.prepare(x)
+            except Exception as exc:  # noqa: BLE001 - contained like the rest of the odometry stage
+                error = self._odometry_failed(exc)
+            depth_net = pending.result()
+        else:
+            depth_net = self.predictor.depth(x)
         depth_np = depth_net[0, 0].cpu().numpy()
         scale = self.scale.update(depth_np, K_net)
         depth = depth_np * np.float32(scale)
         with np.errstate(invalid="ignore"):
             depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
         t1 = time.perf_counter()
-        odometry, error = None, ""
-        if self.options.odometry:
-            if self._input_hw is not None and self._input_hw != rgb.shape[:2]:
-                # New camera geometry: the previous frame's features are not comparable.
-                self.estimator.restart_reference()
-            self._input_hw = rgb.shape[:2]
+        if self.options.odometry and not error:
             try:
-                odometry = self._odometry(x, depth_net, K_net, scale, float(stamp))
+                prepared = prepared or self.estimator.prepare(x)
+                odometry = self._odometry(prepared, depth_net, K_net, scale, float(stamp))
             except Exception as exc:  # noqa: BLE001 - one frame's odometry must not cost its depth
-                self.estimator.restart_reference()
-                self.counts["error"] += 1
-                error = f"{type(exc).__name__}: {exc}"
+                error = self._odometry_failed(exc)
         t2 = time.perf_counter()
         return FrameResult(depth, K_net, float(scale), odometry, 1e3 * (t1 - t0), 1e3 * (t2 - t1), error)
 
-    def _odometry(self, x, depth_net, K_net, scale: float, stamp: float) -> OdometryOutput:
-        step = self.estimator.step(x, depth_net, K_net)
+    def _worker(self) -> ThreadPoolExecutor:
+        """The thread that runs the depth network in parallel mode (made on first use)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="sa4depth-depth")
+        return self._pool
+
+    def _odometry_failed(self, exc: Exception) -> str:
+        """Count a failed odometry stage and restart from the current pose; the reason."""
+        self.estimator.restart_reference()
+        self.counts["error"] += 1
+        return f"{type(exc).__name__}: {exc}"
+
+    def _odometry(self, prepared, depth_net, K_net, scale: float, stamp: float) -> OdometryOutput:
+        step = self.estimator.finish(prepared, depth_net, K_net)
         tracking = step.tracking
         rel_cam = step.relative.clone()
         rel_cam[:3, 3] *= scale

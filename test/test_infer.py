@@ -108,11 +108,11 @@ def _scripted(pipe, steps):
     """Replace the estimator's output by given (relative (4,4), covariance (6,6), tracking)."""
     script = iter(steps)
 
-    def step(x, depth, K):
+    def finish(frame, depth, K):
         rel, cov, tracking = next(script)
         return OdometryStep(torch.from_numpy(rel), torch.from_numpy(cov), Tracking(tracking), 0.0, 1.0)
 
-    pipe.estimator.step = step
+    pipe.estimator.finish = finish
 
 
 def test_base_odometry_with_optical_extrinsic(untrained, frames):

@@ -163,14 +163,12 @@ def test_an_odometry_failure_keeps_the_frames_depth_and_restarts_from_the_pose(r
     pipe = _pipeline(refining, trust=LOOSE)
     for i in range(3):
         last = pipe.process(images[i], K, 0.1 * i).odometry
-    original = pipe.estimator.step
-
     def broken(*args):
         raise RuntimeError("out of memory in the feature net")
 
-    pipe.estimator.step = broken
+    pipe.estimator.finish = broken
     failed = pipe.process(images[3], K, 0.3)
-    pipe.estimator.step = original
+    del pipe.estimator.finish
     assert failed.odometry is None and "RuntimeError: out of memory" in failed.odometry_error
     assert np.isfinite(failed.depth).any()
     again = pipe.process(images[4], K, 0.4).odometry
@@ -314,3 +312,21 @@ def test_a_lighter_solve_at_inference_shares_the_trained_damping(refining, frame
     assert [n for _, n in calls] == [64, 64, 64]
     with pytest.raises(InputError, match="refine_iterations"):
         _pipeline(refining, refine_iterations=-1)
+
+
+def test_depth_beside_pose_and_features_gives_the_same_frames(refining, frames):
+    images, K = frames
+    serial, parallel = _pipeline(refining, trust=LOOSE), _pipeline(refining, trust=LOOSE, parallel=True)
+    for i in range(4):
+        a, b = serial.process(images[i], K, 0.1 * i), parallel.process(images[i], K, 0.1 * i)
+        np.testing.assert_array_equal(a.depth, b.depth)
+        assert a.odometry.tracking == b.odometry.tracking
+        np.testing.assert_allclose(a.odometry.pose, b.odometry.pose, atol=1e-6)
+    assert parallel._pool is not None and serial._pool is None
+
+    def broken(*args):
+        raise RuntimeError("feature net failed")
+
+    parallel.estimator.prepare = broken  # a failure beside the depth network costs only odometry
+    failed = parallel.process(images[4], K, 0.4)
+    assert failed.odometry is None and "feature net failed" in failed.odometry_error and np.isfinite(failed.depth).any()
