@@ -26,7 +26,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.utilities import remove_ros_args
 from rosbags.interfaces import QosDurability, QosHistory, QosReliability
 
-from sa4depth_core.data.bag_sequence import open_bag
+from sa4depth_core.data.bag_reader import open_bag
 from sa4depth_core.errors import InputError
 from sa4depth_ros.ros_env import ensure_loopback_dds
 
@@ -83,7 +83,7 @@ class BagPlayer:
 
     Args:
         node: rclpy node owning the publishers.
-        reader: open reader from `sa4depth_core.data.bag_sequence.open_bag`.
+        reader: open reader from `sa4depth_core.data.bag_reader.open_bag`.
         topics: topics to play (None = all whose message package is installed).
         clock_hz: publish rosgraph_msgs/Clock on /clock at this rate (0 = off).
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sa4depth_core.data.bag_sequence import open_bag
+from sa4depth_core.data.bag_reader import open_bag
 from sa4depth_core.data.kitti2bag import ODOMETRY_EPOCH_S, convert
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.pose_io import load_tum_poses, save_kitti_poses, save_tum_poses

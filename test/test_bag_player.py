@@ -18,7 +18,7 @@ from rosbags.interfaces import (
     QosTime,
 )
 
-from sa4depth_core.data.bag_sequence import open_bag
+from sa4depth_core.data.bag_reader import open_bag
 from sa4depth_core.data.kitti2bag import convert
 from sa4depth_core.data.synth import generate_sequence
 from sa4depth_core.errors import InputError
@@ -118,7 +118,7 @@ def played_bag(tmp_path_factory):
 
 def _bag_contents(bag):
     """The same summaries the listener computes, read from the bag with rosbags."""
-    from sa4depth_core.data.bag_sequence import BAG_TYPESTORE
+    from sa4depth_core.data.bag_reader import BAG_TYPESTORE
 
     out = {}
     with open_bag(bag) as reader:

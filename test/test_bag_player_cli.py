@@ -13,7 +13,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CameraInfo
 
-from sa4depth_core.data.bag_sequence import open_bag
+from sa4depth_core.data.bag_reader import open_bag
 from sa4depth_core.data.kitti2bag import convert
 from sa4depth_core.data.synth import generate_sequence
 from sa4depth_ros.qos import reliable_qos

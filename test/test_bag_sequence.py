@@ -10,13 +10,9 @@ import torch
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from sa4depth_core.config import load_config
-from sa4depth_core.data.bag_sequence import (
-    BAG_TYPESTORE,
-    BagImageSequence,
-    StaticTransforms,
-    interpolate_poses,
-    open_bag_sequences,
-)
+from sa4depth_core.data.bag_ground_truth import StaticTransforms, interpolate_poses
+from sa4depth_core.data.bag_reader import BAG_TYPESTORE
+from sa4depth_core.data.bag_sequence import BagImageSequence, open_bag_sequences
 from sa4depth_core.data.kitti2bag import convert
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.pose_io import save_kitti_poses, save_tum_poses

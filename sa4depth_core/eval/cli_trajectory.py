@@ -3,7 +3,7 @@
 The estimate is a trajectory file (`--trajectory`, KITTI or TUM, told apart by column count)
 or an Odometry topic in the bag (`--est-topic`, default: the bag's only non-ground-truth
 Odometry topic). Ground truth is a poses file (`--gt`) or the bag's (see
-`data.bag_sequence.find_ground_truth`). With stamps on both sides the ground truth is
+`data.bag_ground_truth.find_ground_truth`). With stamps on both sides the ground truth is
 interpolated at the estimate's stamps; otherwise poses are matched line by line. When the bag's
 `/tf_static` connects the two body frames, the ground truth is moved to the estimate's frame.
 Writes the metrics (table, `--json`), a top-view plot (`--plot`, default next to the JSON) and,
@@ -16,21 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.bag_sequence import (
-    COMPRESSED_TYPE,
+from ..data.bag_ground_truth import (
     GT_FRAME_PREFIX,
-    IMAGE_TYPE,
-    ODOMETRY_TYPE,
-    BagImageSequence,
     StaticTransforms,
-    bag_topics,
-    deserialize,
     find_ground_truth,
     interpolate_poses,
     is_ground_truth_topic,
-    open_bag,
     read_odometry,
 )
+from ..data.bag_reader import COMPRESSED_TYPE, IMAGE_TYPE, ODOMETRY_TYPE, bag_topics, deserialize, open_bag
+from ..data.bag_sequence import BagImageSequence
 from ..data.pose_io import load_kitti_poses, load_tum_poses
 from ..errors import InputError
 from ..infer import DepthPredictor, load_model, select_device
