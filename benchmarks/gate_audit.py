@@ -35,7 +35,7 @@ from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.eval.depth_metrics import evaluate_depth
 from sa4depth_core.infer import rgb_to_tensor
 from sa4depth_core.online import OnlineLearner, OnlineOptions, gate
-from sa4depth_core.online.learner import DEPLOYED
+from sa4depth_core.online.deploy import DEPLOYED
 from sa4depth_core.online.safety import DEPLOY
 
 

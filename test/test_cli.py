@@ -116,3 +116,4 @@ def test_train_reports_weights_of_another_architecture(synth_root, tmp_path, cap
                            "--init", str(init), *SMALL, "refine.feature_channels=16"])
     assert code == 2
     _one_error_line(capsys, "narrow.pt", "do not fit")
+

@@ -10,7 +10,7 @@ import yaml
 from rosbags.typesys import Stores, get_typestore
 
 from sa4depth_core.data import kitti2bag
-from sa4depth_core.data.bag_sequence import BAG_TYPESTORE, open_bag
+from sa4depth_core.data.bag_reader import BAG_TYPESTORE, open_bag
 from sa4depth_core.data.calib import load_odometry_calib
 from sa4depth_core.data.kitti2bag import T_BASE_CAM0, convert, main
 from sa4depth_core.data.kitti_raw import read_timestamps_ns

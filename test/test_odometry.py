@@ -231,6 +231,8 @@ def test_fitting_the_refiner_leaves_depth_and_pose_bit_identical(synth_root, tmp
 
 def test_fitting_the_refiner_needs_weights_and_refinement(tmp_path):
     data = []
+    with pytest.raises(InputError, match="no batch"):  # (and a training set without a batch says so)
+        Trainer(load_config(None, SMALL + [f"train.out_dir={tmp_path}"]), data, None).fit()
     with pytest.raises(InputError, match="--init"):
         Trainer(load_config(None, SMALL + ["train.trainable=refiner", f"train.out_dir={tmp_path}"]), data, None)
     with pytest.raises(InputError, match="refine.enabled"):

@@ -25,8 +25,6 @@ from sa4depth_core.data.bag_ground_truth import (
     find_ground_truth,
     interpolate_poses,
 )
-# kitti2bag and its tests still import the type store from here, until their next change.
-from sa4depth_core.data.bag_reader import BAG_TYPESTORE  # noqa: F401
 from sa4depth_core.data.bag_reader import (
     CAMERA_INFO_TYPE,
     COMPRESSED_TYPE,

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from transforms3d.euler import euler2mat
 from transforms3d.quaternions import mat2quat
 
-from sa4depth_core.data.bag_sequence import BAG_TYPESTORE
+from sa4depth_core.data.bag_reader import BAG_TYPESTORE
 from sa4depth_core.data.calib import (
     CalibFile,
     load_odometry_calib,

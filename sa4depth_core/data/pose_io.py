@@ -6,7 +6,6 @@ whole or not at all (a full disk leaves no partial file, and an older file of th
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +44,8 @@ def _save_rows(path: str | Path, rows: np.ndarray, **savetxt_options) -> None:
     """np.savetxt of (N, M) rows to `path`, atomically (OSError on failure, no file left behind)."""
     text = io.StringIO()
     np.savetxt(text, rows, **savetxt_options)
-    atomic_write_bytes(path, text.getvalue().encode())
-    os.chmod(path, 0o644)  # a trajectory is shared like any text file, not private like a temporary one
+    # a trajectory is shared like any text file, not private like a temporary one
+    atomic_write_bytes(path, text.getvalue().encode(), mode=0o644)
 
 
 def _check_poses(poses: np.ndarray) -> np.ndarray:
