@@ -281,10 +281,9 @@ class Trainer:
     def fit(self) -> dict:
         """Train until the epoch, step or time budget runs out; returns the last validation."""
         t = self.cfg.train
+        if len(self.train_set) == 0:
+            raise InputError("the training set yields no batch: it holds no frame triplet")
         loader = self._loader(self.train_set, shuffle=True)
-        if len(loader) == 0:
-            raise InputError(f"the training set yields no batch: {len(self.train_set)} samples for "
-                             f"batch_size {t.batch_size}")
         csv_log = CsvLog(self.out_dir / "log.csv", resume=bool(t.resume)) if self.dist.is_main else None
         scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, max(t.lr_step_epoch, 1), 0.1, last_epoch=-1)
         for _ in range(self.epoch):
