@@ -36,13 +36,13 @@ import sa4depth_ros.perception_node as node
 def grey(x, value):
     return abs(float(x.min()) - value / 255) < 1e-6 and abs(float(x.max()) - value / 255) < 1e-6
 
-predict = pipeline.DepthPredictor.__call__
-def faulty_predict(self, rgb, K):
-    if rgb.min() == rgb.max() == 99:
+predict = pipeline.DepthPredictor.depth
+def faulty_predict(self, x):
+    if grey(x, 99):
         raise RuntimeError("injected depth fault")
-    return predict(self, rgb, K)
+    return predict(self, x)
 
-step = pipeline.OdometryEstimator.step
+step = pipeline.OdometryEstimator.prepare
 def faulty_step(self, x, *args, **kwargs):
     if grey(x, 77):
         raise RuntimeError("injected odometry fault")
@@ -62,7 +62,7 @@ def hanging_load(path, *args, **kwargs):
         never.wait()
     return load(path, *args, **kwargs)
 
-pipeline.DepthPredictor.__call__, pipeline.OdometryEstimator.step = faulty_predict, faulty_step
+pipeline.DepthPredictor.depth, pipeline.OdometryEstimator.prepare = faulty_predict, faulty_step
 pipeline.PerceptionPipeline.process = faulty_process
 node.load_checked_model = hanging_load
 sys.exit(node.main(sys.argv))
