@@ -75,7 +75,7 @@ class DataConfig:
     workers: int = 0
 
 
-TRAINABLE = ("all", "refiner")  # what train.trainable / the online learner's trainable may say
+TRAINABLE = ("all", "refiner", "pose")  # what train.trainable / the online learner's trainable may say
 
 
 @dataclass
@@ -101,7 +101,8 @@ class TrainConfig:
     init: str = ""  # initial weights (a project checkpoint or Monodepth2 folder) without optimiser state
     # all: every network trains; refiner: depth and pose networks frozen (weights and batch-norm
     # statistics), only the feature network and the damping learn: SA4Depth odometry on top of
-    # existing depth/pose weights (the model section then comes from `init`)
+    # existing depth/pose weights (the model section then comes from `init`); pose: the depth
+    # network frozen, PoseNet (and the refiner, if on) learn its scale, e.g. after a supervised depth
     trainable: str = "all"
     logger: str = "csv"  # csv | tensorboard
     progress: bool = True

@@ -42,7 +42,9 @@ class SA4DepthModel(nn.Module):
         self.refine_enabled = r.enabled
         self.frozen: tuple[str, ...] = ()
 
-    FROZEN_FOR_REFINER = ("depth_encoder", "depth_decoder", "pose_net")
+    # submodules held fixed for each config.TRAINABLE choice
+    FROZEN = {"all": (), "refiner": ("depth_encoder", "depth_decoder", "pose_net"),
+              "pose": ("depth_encoder", "depth_decoder")}
 
     def freeze(self, names: tuple[str, ...]) -> None:
         """Fix the named submodules: no gradients, and eval-mode batch norm even while the rest

@@ -332,3 +332,18 @@ def test_depth_beside_pose_and_features_gives_the_same_frames(refining, frames):
     parallel.estimator.prepare = broken  # a failure beside the depth network costs only odometry
     failed = parallel.process(images[4], K, 0.4)
     assert failed.odometry is None and "feature net failed" in failed.odometry_error and np.isfinite(failed.depth).any()
+
+
+def test_training_the_pose_network_alone_keeps_the_depth_network(synth_root, tmp_path, untrained):
+    init = tmp_path / "depth.pt"
+    cfg = load_config(None, SMALL + ["refine.enabled=false"])
+    save_checkpoint(init, config=cfg.to_dict(), model=untrained.model.state_dict(), step=5)
+    fit_cfg = load_config(None, SMALL + ["refine.enabled=false", "train.batch_size=2", "train.progress=false",
+                                         "train.max_steps=2", "train.epochs=100", "train.val_every=1000",
+                                         "train.save_every=1000", "train.lr=1e-3", f"train.out_dir={tmp_path / 'pose'}",
+                                         f"train.init={init}", "train.trainable=pose"])
+    Trainer(fit_cfg, TripletDataset(KittiOdometrySequence(synth_root, "00"), 64, 128), None, log=lambda *a: None).fit()
+    after = load_checkpoint(tmp_path / "pose" / "best.pt")["model"]
+    before = untrained.model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items() if k.startswith(("depth_encoder.", "depth_decoder.")))
+    assert any(not torch.equal(v, after[k]) for k, v in before.items() if k.startswith("pose_net."))

@@ -115,10 +115,9 @@ class OnlineLearner:
         self.model = SA4DepthModel(self.train_cfg).to(self.device)
         self.model.load_state_dict(state)
         self.init_features_trained = loaded.features_trained
-        if self.options.trainable == "refiner":
-            if not self.train_cfg.refine.enabled:
-                raise InputError("online option trainable=refiner needs a checkpoint with refine.enabled=true")
-            self.model.freeze(SA4DepthModel.FROZEN_FOR_REFINER)
+        if self.options.trainable == "refiner" and not self.train_cfg.refine.enabled:
+            raise InputError("online option trainable=refiner needs a checkpoint with refine.enabled=true")
+        self.model.freeze(SA4DepthModel.FROZEN[self.options.trainable])
         self.reference = SA4DepthModel(self.train_cfg).to(self.device).eval().requires_grad_(False)
         self.reference.load_state_dict(state)
 

@@ -32,8 +32,9 @@ class OnlineOptions:
     refine_iterations, refine_max_points: lighter LM refinement for training and scoring on a
         small computer (0 = the checkpoint's); deployed checkpoints keep the checkpoint's config.
     freeze_bn: keep batch-norm statistics fixed (online batches are small and correlated).
-    trainable: "all" networks, or "refiner": depth and pose networks fixed, only the feature network
-        and the damping learn (SA4Depth odometry on top of existing depth/pose weights).
+    trainable: "all" networks; "pose": the depth network fixed; or "refiner": depth and pose networks
+        fixed, only the feature network and the damping learn (SA4Depth odometry on top of existing
+        depth/pose weights).
     augment: colour jitter and horizontal flips on training batches.
     persist_buffer: mirror the buffers to out_dir/buffer.
     seed: sampling and augmentation seed.

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from ..config import load_config
+from ..config import TRAINABLE, load_config
 from ..errors import InputError
 from .datasets import build_datasets
 from .trainer import Trainer
@@ -32,9 +32,10 @@ def parse_args(argv):
     p.add_argument("--out", help="output folder (train.out_dir)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--init", help="start from these weights: a checkpoint or a Monodepth2 folder (train.init)")
-    p.add_argument("--train", dest="trainable", choices=["all", "refiner"],
+    p.add_argument("--train", dest="trainable", choices=list(TRAINABLE),
                    help="refiner: keep the depth and pose networks of --init fixed and fit only the feature "
-                        "network and damping, so their odometry can be refined (train.trainable)")
+                        "network and damping, so their odometry can be refined; pose: keep the depth network "
+                        "fixed (train.trainable)")
     p.add_argument("overrides", nargs="*", help="section.key=value settings, e.g. train.max_steps=100")
     return p.parse_args(argv)
 

@@ -132,9 +132,9 @@ class Trainer:
         self.step, self.epoch, self.best_score, self.parent = 0, 0, math.inf, ""
         self.init_features_trained = False  # the starting weights' flag (checkpoint.features_trained)
         self._load_initial_state()
-        if cfg.train.trainable == "refiner":
-            self.model.freeze(SA4DepthModel.FROZEN_FOR_REFINER)
-            self.log("training only the feature network and the damping (depth and pose networks frozen)")
+        self.model.freeze(SA4DepthModel.FROZEN[cfg.train.trainable])
+        if self.model.frozen:
+            self.log(f"frozen: {', '.join(self.model.frozen)} (train.trainable={cfg.train.trainable})")
         self.optimizer = torch.optim.Adam(self.model.optimizer_groups(cfg.train.lr, cfg.train.damping_lr_factor))
         self.amp = bool(cfg.train.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
