@@ -1,7 +1,8 @@
-"""Soak: a running perception_node fed --frames frames of which --hostile-share are hostile, of
-every kind the node must survive (broken encodings, sizes, steps and headers; NaN, malformed,
-fisheye, binned or cropped CameraInfo; a fence, a blank wall, a 1x1 image, a stamp of zero), with
-a hostile ~/reload_model (corrupt, huge-size, FIFO) every --reload-every frames.
+"""Soak: a running perception_node (reading raw images: rectified_images false) fed --frames
+frames of which --hostile-share are hostile, of every kind the node must survive (broken
+encodings, sizes, steps and headers; NaN, malformed, fisheye (undistorted: valid input),
+unknown-model, mis-binned or mis-sized CameraInfo; a fence, a blank wall, a 1x1 image, a stamp of
+zero), with a hostile ~/reload_model (corrupt, huge-size, FIFO) every --reload-every frames.
 
 Checks, and exits 1 when one fails: every good frame (and every hostile one that is valid input)
 gets its depth back; every hostile reload gets an answer (failure) and the node keeps its model;
@@ -104,8 +105,9 @@ HOSTILE = {
     "CameraInfo R inf": lambda rgb, K, h: (rgb_to_msg(rgb, h), _info(K, rgb, h, r=_with(np.eye(3).reshape(9), 4,
                                                                                          math.inf)), False),
     "CameraInfo K zero": lambda rgb, K, h: (rgb_to_msg(rgb, h), _info(K, rgb, h, k=np.zeros(9)), False),
+    # the node reads raw images here (rectified_images false): a fisheye D is undone, an unknown one refused
     "CameraInfo fisheye": lambda rgb, K, h: (rgb_to_msg(rgb, h), _info(K, rgb, h, distortion_model="equidistant",
-                                                                       d=[0.1, 0.01, 0.0, 0.0]), False),
+                                                                       d=[0.1, 0.01, 0.0, 0.0]), True),
     "CameraInfo unknown model": lambda rgb, K, h: (rgb_to_msg(rgb, h), _info(K, rgb, h, distortion_model="mystery",
                                                                              d=[0.1]), False),
     "CameraInfo binning": lambda rgb, K, h: (rgb_to_msg(rgb, h), _info(K, rgb, h, binning_x=2, binning_y=2), False),
@@ -135,7 +137,7 @@ class Watch:
         self._subs = [
             node.create_subscription(Odometry, client.topic("odom"), self._odom, reliable_qos(50)),
             node.create_subscription(CameraInfo, client.topic("depth/camera_info"), self._info, reliable_qos(50)),
-            node.create_subscription(Image, client.topic("depth"), self._depth, reliable_qos(50)),
+            node.create_subscription(Image, client.topic("depth/image"), self._depth, reliable_qos(50)),
         ]
 
     def _odom(self, msg) -> None:
@@ -220,16 +222,16 @@ def run(args) -> int:
                "--params-file", str(REPO / "config" / "sa4depth.yaml"), "-p", f"threads:={args.threads}",
                "-p", f"checkpoint:={checkpoints['good']}", "-p", f"input_height:={size[0]}",
                "-p", f"input_width:={size[1]}", "-p", "reload_timeout:=60.0", "-p", f"trajectory_dir:={tmp}",
-               "-p", "diagnostics_period:=0.2"]
+               "-p", "diagnostics_period:=0.2", "-p", "rectified_images:=false"]
         log = tmp / "node.log"
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        client = FrameClient(args.domain_id, topics=("depth", "depth/camera_info", "odom"), tf=False, keep=20)
+        client = FrameClient(args.domain_id, topics=("depth/image", "depth/camera_info", "odom"), tf=False, keep=20)
         watch = Watch(client)
         problems, unanswered, unseen, sent = [], [], [], {}
         rss = {}
         try:
-            if not client.wait_connected(timeout=60, outputs=("depth", "depth/camera_info", "odom")) \
+            if not client.wait_connected(timeout=60, outputs=("depth/image", "depth/camera_info", "odom")) \
                     or client.warm_up(images[0], K) is None:
                 raise RuntimeError(f"perception_node did not come up:\n{log.read_text()[-2000:]}")
             kinds = list(HOSTILE)
@@ -274,7 +276,7 @@ def run(args) -> int:
                     client.send_messages(rgb_to_msg(rgb, header), _info(K, rgb, header))
                     sent["good"] = sent.get("good", 0) + 1
                     expect = True
-                if client.with_stamp("depth", header.stamp, args.timeout) is None:
+                if client.with_stamp("depth/image", header.stamp, args.timeout) is None:
                     if proc.poll() is not None:
                         raise RuntimeError(f"perception_node exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
                     unanswered.append(i)

@@ -46,7 +46,7 @@ from sa4depth_ros.frame_accounting import account_frames, counts_since, node_set
 from sa4depth_ros.frame_client import FrameClient  # noqa: E402
 from sa4depth_ros.ros_env import ensure_loopback_dds  # noqa: E402
 
-OUTPUTS = ("depth", "depth/camera_info", "odom", "path")  # what a typical consumer subscribes to
+OUTPUTS = ("depth/image", "depth/camera_info", "odom", "path")  # what a typical consumer subscribes to
 
 
 def _rss_mb(pid: int) -> float:
@@ -81,7 +81,9 @@ def start_node(size, args, checkpoint: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "sa4depth_ros.perception_node", "--ros-args",
            "--params-file", str(REPO / "config" / "sa4depth.yaml"),
            "-p", f"input_height:={size[0]}", "-p", f"input_width:={size[1]}", "-p", f"threads:={args.threads}",
-           "-p", f"checkpoint:={checkpoint}", "-p", "diagnostics_period:=1.0"]
+           "-p", f"checkpoint:={checkpoint}", "-p", "diagnostics_period:=1.0",
+           # the bare pipeline beside it runs PipelineOptions' default backend, torch fp32
+           "-p", "backend:=torch", "-p", "precision:=fp32"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -101,12 +103,12 @@ def side_by_side(client: FrameClient, proc, core, core_frame, images, K, args, t
         core_ms.append(1e3 * (time.perf_counter() - start))
         sent = time.monotonic()
         stamp = client.send(images[i % len(images)], K, t0 + 0.1 * i)
-        if client.with_stamp("depth", stamp, 10.0) is None:
+        if client.with_stamp("depth/image", stamp, 10.0) is None:
             if proc.poll() is not None:
                 raise RuntimeError(f"perception_node exited with {proc.returncode}")
             lost += 1
             continue
-        arrived = next(t for t, m in client.arrivals("depth") if m.header.stamp == stamp)
+        arrived = next(t for t, m in client.arrivals("depth/image") if m.header.stamp == stamp)
         latencies.append(1e3 * (arrived - sent))
         busy += arrived - sent
         ratios.append(latencies[-1] / core_ms[-1])
@@ -124,7 +126,7 @@ def settled_status(client: FrameClient, after: float, published_before: dict | N
         if published_before is None:
             return True
         published = counts_since(d, published_before)["frames_published"]
-        return published == "n/a" or client.count("depth") >= published
+        return published == "n/a" or client.count("depth/image") >= published
     return client.diagnostics(timeout=30.0, after=after, predicate=settled) or {}
 
 
@@ -147,7 +149,7 @@ def open_loop(client: FrameClient, proc, images, K, rate: float, args, t0: float
     diag = settled_status(client, time.monotonic(), before)
     rss["end"] = _rss_mb(proc.pid)
     rss["max"] = max(rss["max"], rss["end"])
-    received = client.count("depth")
+    received = client.count("depth/image")
     frames, losses = account_frames(args.frames, counts_since(diag, before), {"depth": received})
     return {"in_hz": args.frames / sent_for, "out_hz": received / sent_for, "received": received,
             "frames": frames, "losses": losses, "rss": rss}
@@ -169,7 +171,7 @@ def measure(size, args, domain: int) -> dict:
                 raise RuntimeError("perception_node did not come up")
             for i in range(args.warmup):
                 core.submit(pipe.process, images[i % len(images)], K, 0.1 * i).result()
-                client.with_stamp("depth", client.send(images[i % len(images)], K, 1000.0 + 0.1 * i), 60.0)
+                client.with_stamp("depth/image", client.send(images[i % len(images)], K, 1000.0 + 0.1 * i), 60.0)
             pipe.reset()  # the measured frames restart the core's stamps at 0
             result["ros"], core_ms = side_by_side(client, proc, core, pipe.process, images, K, args, t0=2000.0)
             result["core"] = _summary(core_ms)

@@ -4,7 +4,9 @@ with RViz when rviz2 is installed.
     ros2 launch sa4depth_ros kitti_replay.launch.py bag:=/data/kitti_00_bag checkpoint:=/path/model.pt
 
 The bag player publishes /clock and every node runs on the bag's time (use_sim_time). Scale
-comes from KITTI's camera height (1.65 m) unless scale_mode says otherwise. Every argument of
+comes from KITTI's camera height (1.65 m) unless scale_mode says otherwise (scale_mode:=relative
+gives network units, not metres). The bag's /tf_static places the camera on base_link, and the
+perception node takes that extrinsic from TF. Every argument of
 sa4depth.launch.py (checkpoint, namespace, device, online_learning, ...) applies here too; the
 ones declared below only change its defaults for KITTI bags. `sa4depth-run --bag BAG` starts the
 same graph without the launch package.
@@ -29,7 +31,9 @@ def generate_launch_description():
         DeclareLaunchArgument("camera_info_topic", default_value="/kitti/camera_color_left/camera_info",
                               description="CameraInfo topic in the bag"),
         DeclareLaunchArgument("scale_mode", default_value="camera_height",
-                              description="relative | fixed | camera_height"),
+                              description="camera_height | fixed | relative (network units, not metres)"),
+        DeclareLaunchArgument("camera_height", default_value="1.65",
+                              description="metres above the road: KITTI's camera height"),
         DeclareLaunchArgument("use_rviz", default_value="true", description="start RViz"),
     ]
     player_arguments = [LaunchConfiguration("bag"), "--rate", LaunchConfiguration("rate"), "--clock"]
@@ -53,6 +57,7 @@ def generate_launch_description():
             "image_topic": LaunchConfiguration("image_topic"),
             "camera_info_topic": LaunchConfiguration("camera_info_topic"),
             "scale_mode": LaunchConfiguration("scale_mode"),
+            "camera_height": LaunchConfiguration("camera_height"),
             "use_rviz": LaunchConfiguration("use_rviz"),
             "use_sim_time": "true",
         }.items(),

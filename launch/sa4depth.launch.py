@@ -1,8 +1,13 @@
 """Perception node (depth, point cloud, visual odometry) on a live camera, optionally with the
 online-learning trainer node and RViz.
 
-    ros2 launch sa4depth_ros sa4depth.launch.py image_topic:=/camera/image_raw \
-        camera_info_topic:=/camera/camera_info checkpoint:=/path/to/model.pt [online_learning:=true]
+    ros2 launch sa4depth_ros sa4depth.launch.py image_topic:=/camera/image_rect \
+        camera_info_topic:=/camera/camera_info camera_height:=0.42 checkpoint:=/path/to/model.pt
+
+Metres by default: scale_mode is camera_height and camera_height (the camera's height above the
+ground, in metres) has no default, so launching without it stops with launch's missing-argument
+error instead of publishing depth and odometry in a guessed scale. `scale_mode:=relative` (network
+units, a WARN in /diagnostics) or `fixed` still need a camera_height argument (any value, e.g. 0).
 
 Parameters come from config/sa4depth.yaml (and config/trainer.yaml for the trainer); the
 arguments below override a few of them. kitti_replay.launch.py includes this file.
@@ -39,9 +44,19 @@ def generate_launch_description():
         DeclareLaunchArgument("camera_info_topic", default_value="camera_info",
                               description="input sensor_msgs/CameraInfo"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the nodes and their topics"),
-        DeclareLaunchArgument("scale_mode", default_value="relative", description="relative | fixed | camera_height"),
-        DeclareLaunchArgument("camera_height", default_value="1.65",
-                              description="metres above the road, for scale_mode camera_height"),
+        DeclareLaunchArgument("scale_mode", default_value="camera_height",
+                              description="camera_height (metres from camera_height) | fixed | relative (network "
+                                          "units, not metres)"),
+        DeclareLaunchArgument("camera_height",
+                              description="REQUIRED: the camera's height above the ground in metres, which sets "
+                                          "the scale of depth, points and odometry (no default: a guessed height "
+                                          "gives wrong metres; with scale_mode relative or fixed pass any value)"),
+        DeclareLaunchArgument("image_transport", default_value="raw",
+                              description="raw (sensor_msgs/Image on image_topic) | compressed "
+                                          "(CompressedImage on image_topic/compressed)"),
+        DeclareLaunchArgument("rectified_images", default_value="true",
+                              description="true: rectified images (image_rect) used with CameraInfo P; false: raw "
+                                          "images (image_raw) used with K and undistorted with D"),
         DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda | cuda:N"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="run on /clock (bag replay)"),
         DeclareLaunchArgument("online_learning", default_value="false",
@@ -56,6 +71,8 @@ def generate_launch_description():
     ]
     inputs = [("image", LaunchConfiguration("image_topic")), ("camera_info", LaunchConfiguration("camera_info_topic"))]
     use_sim_time = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
+    image_transport = ParameterValue(LaunchConfiguration("image_transport"), value_type=str)
+    rectified_images = ParameterValue(LaunchConfiguration("rectified_images"), value_type=bool)
     perception = Node(
         package="sa4depth_ros",
         executable="perception_node",
@@ -69,6 +86,8 @@ def generate_launch_description():
                 "scale_mode": ParameterValue(LaunchConfiguration("scale_mode"), value_type=str),
                 "camera_height": ParameterValue(LaunchConfiguration("camera_height"), value_type=float),
                 "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
+                "image_transport": image_transport,
+                "rectified_images": rectified_images,
                 "use_sim_time": use_sim_time,
             },
         ],
@@ -85,6 +104,8 @@ def generate_launch_description():
             {
                 "init_checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
                 "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
+                "image_transport": image_transport,
+                "rectified_images": rectified_images,
                 "use_sim_time": use_sim_time,
             },
         ],

@@ -1,14 +1,20 @@
-"""sensor_msgs/CameraInfo <-> intrinsics matrices; resizing delegates to sa4depth_core.geometry.
+"""sensor_msgs/CameraInfo -> the pinhole intrinsics of the image it describes, by the message's
+definition; lens distortion removed with OpenCV; the CameraInfo of a pinhole image.
 
-Every array of an incoming CameraInfo is checked before any of it is used or copied to an output
-(`check_camera_info`): frames are used as pinhole images with K, so a message whose numbers are
-not finite, whose arrays have the wrong length, or whose distortion model cannot be read as
-(approximately) pinhole is refused with the reason.
+- K and P describe the full-resolution sensor: binning divides them and a region of interest
+  shifts them (`frame_intrinsics`), so a binned or cropped image gets its own intrinsics and size.
+- A rectified image (image_proc's image_rect) is described by P: D and R were applied to make
+  it. A raw image is described by K and D: `PinholeFrames` undistorts it (OpenCV remap tables,
+  kept per camera) or refuses it. Undistortion keeps K and leaves R out, so the pinhole image
+  stays in the camera's own frame (the image's frame_id).
+- Every array is checked before any of it is used (`check_camera_info`): non-finite numbers,
+  wrong lengths, a P that is no projection or a region outside the sensor refuse the message.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
-from sensor_msgs.msg import CameraInfo, RegionOfInterest
+from sensor_msgs.msg import CameraInfo
 
 from sa4depth_core.errors import InputError
 from sa4depth_core.geometry import scale_intrinsics
@@ -37,11 +43,9 @@ def camera_info_to_K(msg) -> np.ndarray:
     return K
 
 
-# distortion_model -> accepted lengths of D (an empty D means "no distortion given").
-# plumb_bob and rational_polynomial are OpenCV's pinhole models with small radial/tangential
-# terms; equidistant is a fisheye model, far from pinhole whenever its D is not zero.
+# distortion_model -> accepted lengths of D (an empty D means "no distortion given"). OpenCV
+# undistorts all three: plumb_bob and rational_polynomial with cv2, equidistant with cv2.fisheye.
 DISTORTION_LENGTHS = {"plumb_bob": (5,), "rational_polynomial": (8, 12, 14), "equidistant": (4,)}
-PINHOLE_WITH_DISTORTION = ("plumb_bob", "rational_polynomial")
 
 
 def _finite_array(msg, field: str, size: int) -> np.ndarray:
@@ -53,33 +57,67 @@ def _finite_array(msg, field: str, size: int) -> np.ndarray:
     return values
 
 
-def _check_distortion(msg) -> np.ndarray:
-    """D of a CameraInfo, (N,) finite, refused where using the image as pinhole would be wrong."""
+def _distortion(msg) -> np.ndarray:
+    """D of a CameraInfo, (N,) finite, of a length its model allows when the model is known."""
     model = str(msg.distortion_model)
     D = np.asarray(msg.d, dtype=np.float64).reshape(-1)
     if not np.isfinite(D).all():
         raise InputError(f"CameraInfo D has non-finite values {D.tolist()} ({_frame(msg)})")
-    if not np.any(D):
-        return D  # no distortion: pinhole whatever the model's name
     lengths = DISTORTION_LENGTHS.get(model)
-    if lengths is None:
-        raise InputError(f"CameraInfo distortion model '{model}' is unknown and D {D.tolist()} is not zero; "
-                         f"rectify the images first (e.g. image_proc) and publish them with zero D ({_frame(msg)})")
-    if D.size not in lengths:
+    if np.any(D) and lengths is not None and D.size not in lengths:
         raise InputError(f"CameraInfo D of model '{model}' must have {' or '.join(map(str, lengths))} values, "
                          f"got {D.size} ({_frame(msg)})")
-    if model not in PINHOLE_WITH_DISTORTION:
-        raise InputError(f"CameraInfo distortion model '{model}' (fisheye) with non-zero D cannot be used as a "
-                         f"pinhole image; rectify the images first (e.g. image_proc) ({_frame(msg)})")
     return D
+
+
+def lens_distortion(msg) -> tuple[str, np.ndarray] | None:
+    """(model, D) of a checked CameraInfo whose D is not zero, None when it is (pinhole whatever
+    the model's name). A non-zero D of a model OpenCV cannot undo is refused."""
+    D = _distortion(msg)
+    if not np.any(D):
+        return None
+    model = str(msg.distortion_model)
+    if model not in DISTORTION_LENGTHS:
+        raise InputError(f"CameraInfo distortion model '{model}' is unknown and D {D.tolist()} is not zero; "
+                         f"rectify the images first (e.g. image_proc) and set rectified_images true ({_frame(msg)})")
+    return model, D
+
+
+def _binning(msg) -> tuple[int, int]:
+    # 0 means 1 by the message's definition
+    return max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
+
+
+def _window(msg) -> tuple[int, int, int, int]:
+    """(x_offset, y_offset, width, height) of the region of the sensor the image shows."""
+    roi = msg.roi
+    x, y, w, h = int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)
+    if (x, y, w, h) == (0, 0, 0, 0):  # full frame by the message's definition
+        return 0, 0, int(msg.width), int(msg.height)
+    if w <= 0 or h <= 0 or x + w > msg.width or y + h > msg.height:
+        raise InputError(f"CameraInfo roi ({x}, {y}, {w}x{h}) is not a region of the {msg.width}x{msg.height} "
+                         f"sensor ({_frame(msg)})")
+    return x, y, w, h
+
+
+def image_size(msg) -> tuple[int, int]:
+    """(width, height) of the images a CameraInfo describes: its region, binned; InputError when
+    the region is not on the sensor or binning leaves no pixel of it."""
+    _, _, w, h = _window(msg)
+    bx, by = _binning(msg)
+    if w // bx < 1 or h // by < 1:
+        raise InputError(f"CameraInfo binning {msg.binning_x}x{msg.binning_y} leaves no pixel of the {w}x{h} "
+                         f"region ({_frame(msg)})")
+    return w // bx, h // by
 
 
 def check_camera_info(msg) -> np.ndarray:
     """Validate every field of a CameraInfo that the node uses or passes on.
 
-    Checks the image size, K (pinhole), D (finite, length for its model, a model that can be read
-    as pinhole), R (9 finite values), P (12 finite values; all zero = not rectified, else a
-    projection with fx', fy' > 0 and last row 0 0 1 0), and full-frame binning / ROI.
+    Checks the sensor size, K (pinhole), D (finite, length for its model), R (9 finite values),
+    P (12 finite values; all zero = not rectified, else a projection with fx', fy' > 0 and last
+    row 0 0 1 0), and the region of interest and binning (a region inside the sensor, at least a
+    pixel after binning).
 
     Returns:
         (3, 3) float64 K.
@@ -87,83 +125,100 @@ def check_camera_info(msg) -> np.ndarray:
     if int(msg.width) <= 0 or int(msg.height) <= 0:
         raise InputError(f"CameraInfo has no image size ({msg.width}x{msg.height}, {_frame(msg)})")
     K = camera_info_to_K(msg)
-    _check_distortion(msg)
+    _distortion(msg)
     _finite_array(msg, "r", 9)
     P = _finite_array(msg, "p", 12).reshape(3, 4)
     if np.any(P) and not (P[0, 0] > 0 and P[1, 1] > 0 and np.allclose(P[2], (0.0, 0.0, 1.0, 0.0))):
         raise InputError(f"CameraInfo P {P.tolist()} is not a projection matrix (needs fx', fy' > 0 and last row "
                          f"0 0 1 0; all zero if not rectified; {_frame(msg)})")
-    _check_full_frame(msg)
+    image_size(msg)
     return K
 
 
-def distortion_note(msg) -> str:
-    """'' or a sentence saying that a checked CameraInfo's non-zero lens distortion is ignored."""
-    if not np.any(np.asarray(msg.d, dtype=np.float64)):
-        return ""
-    return (f"CameraInfo of {_frame(msg)} has {msg.distortion_model} distortion {list(np.round(msg.d, 6))}: "
-            "frames are used as if undistorted (publish rectified images for exact geometry)")
+def _sensor_matrix(msg, K: np.ndarray, rectified: bool) -> np.ndarray:
+    """(3,3) full-sensor intrinsics of the image kind: P's for rectified images (K's when P is all
+    zero and there is no distortion), K's for raw ones."""
+    if not rectified:
+        return K
+    P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
+    if np.any(P):
+        return P[:, :3].copy()
+    if np.any(np.asarray(msg.d, dtype=np.float64)):
+        raise InputError(f"rectified_images is true but CameraInfo P is all zero and D is not: are these raw "
+                         f"images? Set rectified_images false ({_frame(msg)})")
+    return K
 
 
-def frame_intrinsics(info, image_hw: tuple[int, int], fallback: np.ndarray) -> np.ndarray:
-    """(3,3) K of an image of size `image_hw` (H, W): from the CameraInfo paired with it, fully
-    checked (`check_camera_info`) and checked to be for that size, or `fallback` (the nodes'
-    intrinsics parameter) when `info` is None. Raises InputError before any work is done on a
-    frame that could not be published whole."""
+def frame_intrinsics(info, image_hw: tuple[int, int], fallback: np.ndarray, rectified: bool = True) -> np.ndarray:
+    """(3,3) intrinsics of an image of size `image_hw` (H, W): from the CameraInfo paired with it
+    (P for a rectified image, K for a raw one; binning and region applied), fully checked and
+    checked to be for that size, or `fallback` (the nodes' intrinsics parameter) when `info` is
+    None. Raises InputError before any work is done on a frame that could not be published whole."""
     if info is None:
         return fallback
     K = check_camera_info(info)
-    if (int(info.width), int(info.height)) != (image_hw[1], image_hw[0]):
-        raise InputError(f"CameraInfo is for {info.width}x{info.height} but the image is "
-                         f"{image_hw[1]}x{image_hw[0]} (topic pairing or a camera size change?)")
-    return K
+    size = image_size(info)
+    if size != (image_hw[1], image_hw[0]):
+        window = (int(info.width), int(info.height)) != size
+        raise InputError(f"CameraInfo is for {size[0]}x{size[1]} images"
+                         + (f" (sensor {info.width}x{info.height}, binning {info.binning_x}x{info.binning_y}, roi "
+                            f"{info.roi.width}x{info.roi.height})" if window else "")
+                         + f" but the image is {image_hw[1]}x{image_hw[0]} (topic pairing or a camera size change?)")
+    if rectified and (info.roi.width or info.roi.height) and info.roi.do_rectify:
+        raise InputError(f"CameraInfo roi with do_rectify: the rectified region is not computed here; publish "
+                         f"full-frame rectified images ({_frame(info)})")
+    x, y, _, _ = _window(info)
+    bx, by = _binning(info)
+    shifted = _sensor_matrix(info, K, rectified)
+    shifted[0, 2] -= x
+    shifted[1, 2] -= y
+    return scale_intrinsics(shifted, 1.0 / bx, 1.0 / by)
 
 
-def _check_full_frame(msg) -> None:
-    """K and P refer to the full sensor; a binned or cropped stream would need them shifted first."""
-    binned = max(int(msg.binning_x), 1) != 1 or max(int(msg.binning_y), 1) != 1
-    roi = msg.roi
-    # roi 0x0 means "full frame" by the message's own definition
-    cropped = (roi.width, roi.height) != (0, 0) and (
-        (roi.x_offset, roi.y_offset, roi.width, roi.height) != (0, 0, msg.width, msg.height))
-    if binned or cropped:
-        raise InputError(
-            f"CameraInfo with binning {msg.binning_x}x{msg.binning_y} / roi "
-            f"({roi.x_offset}, {roi.y_offset}, {roi.width}x{roi.height}) is not supported; "
-            f"publish full-frame images ({_frame(msg)})"
-        )
+def distortion_note(msg, rectified: bool = True) -> str:
+    """'' or a sentence saying that a checked CameraInfo's non-zero D is not applied to images
+    taken as rectified."""
+    if not rectified or not np.any(np.asarray(msg.d, dtype=np.float64)):
+        return ""
+    return (f"CameraInfo of {_frame(msg)} has {msg.distortion_model} distortion {list(np.round(msg.d, 6))}: the "
+            "images are taken as rectified (rectified_images true), so P is used and D is not applied; for raw "
+            "images set rectified_images false")
 
 
-def scaled_camera_info(msg, out_w: int, out_h: int) -> CameraInfo:
-    """CameraInfo of the same camera after resizing its image to (out_w, out_h).
+def undistortion_maps(K: np.ndarray, model: str, D: np.ndarray, size: tuple[int, int]) -> tuple:
+    """OpenCV remap tables (two (h, w) float32 arrays) turning a `size` (w, h) image with lens
+    distortion (model, D) and intrinsics K (3,3) into a pinhole image with the same K."""
+    if model == "equidistant":
+        return cv2.fisheye.initUndistortRectifyMap(K, D, np.eye(3), K, size, cv2.CV_32FC1)
+    return cv2.initUndistortRectifyMap(K, D, None, K, size, cv2.CV_32FC1)
 
-    K and P follow `sa4depth_core.geometry.scale_intrinsics` (pixel centres at integers); P's
-    Tx, Ty terms (focal length times baseline) scale with fx, fy. D, R and the distortion model
-    are unchanged (they live in normalised coordinates); binning and roi are cleared. An all-zero
-    P (not rectified) stays zero.
+
+class PinholeFrames:
+    """Images made pinhole with their intrinsics, the way the nodes' parameters say.
+
+    rectified: images are rectified (P). Else raw (K): a non-zero D is undone with OpenCV when
+    `undistort`, otherwise the frame is refused. The remap tables of the last camera are kept.
     """
-    K = check_camera_info(msg)
-    if isinstance(out_w, bool) or isinstance(out_h, bool) or int(out_w) != out_w or int(out_h) != out_h \
-            or out_w <= 0 or out_h <= 0:
-        raise InputError(f"output size must be positive integers, got {out_w}x{out_h}")
-    sx, sy = out_w / msg.width, out_h / msg.height
 
-    P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4).copy()
-    if np.any(P):
-        P[:, :3] = scale_intrinsics(P[:, :3], sx, sy)
-        P[0, 3] *= sx
-        P[1, 3] *= sy
+    def __init__(self, rectified: bool, undistort: bool):
+        self.rectified, self.undistort = rectified, undistort
+        self._key, self._maps = None, None
 
-    out = CameraInfo()
-    out.header = msg.header
-    out.width, out.height = int(out_w), int(out_h)
-    out.distortion_model = msg.distortion_model
-    out.d = list(msg.d)
-    out.r = np.asarray(msg.r, dtype=np.float64)
-    out.k = scale_intrinsics(K, sx, sy).reshape(9)
-    out.p = P.reshape(12)
-    out.roi = RegionOfInterest()
-    return out
+    def __call__(self, rgb: np.ndarray, info, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pinhole (H,W,3) image, its (3,3) K) of an (H,W,3) image and its CameraInfo (or None:
+        the `fallback` K, image unchanged). InputError when the frame cannot be used."""
+        K = frame_intrinsics(info, rgb.shape[:2], fallback, self.rectified)
+        distortion = None if info is None or self.rectified else lens_distortion(info)
+        if distortion is None:
+            return rgb, K
+        if not self.undistort:
+            raise InputError(f"raw image with {distortion[0]} distortion (D {distortion[1].tolist()}) refused: set "
+                             "undistort true, or publish rectified images (image_proc) with rectified_images true")
+        size = (rgb.shape[1], rgb.shape[0])
+        key = (distortion[0], distortion[1].tobytes(), K.tobytes(), size)
+        if key != self._key:
+            self._maps, self._key = undistortion_maps(K, *distortion, size), key
+        return cv2.remap(rgb, *self._maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT), K
 
 
 def K_to_camera_info(K: np.ndarray, width: int, height: int, header) -> CameraInfo:

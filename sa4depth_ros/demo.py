@@ -100,10 +100,10 @@ def run_graph(bag: Path, checkpoint: Path, domain: int, rate: float, traj_dir: P
          "-r", f"image:={IMAGE_TOPIC}", "-r", f"camera_info:={INFO_TOPIC}"], env=env)
     # The client never publishes: its image topics match the bag's only so that wait_connected
     # can tell when the node subscribed to them.
-    client = FrameClient(domain, topics=("depth", "odom"), tf=False, keep=100000, image_topic=IMAGE_TOPIC,
+    client = FrameClient(domain, topics=("depth/image", "odom"), tf=False, keep=100000, image_topic=IMAGE_TOPIC,
                          camera_info_topic=INFO_TOPIC)
     try:
-        if not client.wait_connected(timeout=60, info=True, outputs=("depth", "odom")):
+        if not client.wait_connected(timeout=60, info=True, outputs=("depth/image", "odom")):
             raise RuntimeError("the perception node did not come up within 60 s")
         log(f"perception node up; playing {bag.name} at {rate:g}x")
         # Only the node's inputs, and only once the node subscribes to them: its best-effort
@@ -116,12 +116,13 @@ def run_graph(bag: Path, checkpoint: Path, domain: int, rate: float, traj_dir: P
         # Frames still in the node's mailbox or pipeline: wait until it has accounted for each one
         # and the client holds every depth image it published.
         diag = client.diagnostics(timeout=30.0, after=played, predicate=lambda d: node_settled(d) and client.count(
-            "depth") >= (count(d, "frames_published") or 0)) or client.diagnostics(timeout=5.0, after=played) or {}
+            "depth/image") >= (count(d, "frames_published") or 0))
+        diag = diag or client.diagnostics(timeout=5.0, after=played) or {}
         ok, message = client.trigger("save_trajectory")
         log(f"save_trajectory: {message}")
         if not ok:
             raise RuntimeError(f"save_trajectory failed: {message}")
-        arrivals = client.arrivals("depth")
+        arrivals = client.arrivals("depth/image")
         depth = [(stamp_seconds(m.header.stamp), msg_to_depth(m)) for _, m in arrivals]
         n_odom = client.count("odom")
     finally:

@@ -16,12 +16,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import ListParameters, SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from .camera_info import K_to_camera_info
-from .image_codec import rgb_to_msg
+from .image_codec import rgb_to_compressed, rgb_to_msg
 from .perception_node import NODE_NAME, TOPICS
 from .qos import reliable_qos
 from .stamps import stamp_msg
@@ -31,13 +31,14 @@ from .tf_out import TF_QOS, TFMessage
 class FrameClient:
     """Publishes `image` / `camera_info` and subscribes to the node's outputs in `namespace`.
 
-    Received messages are kept per topic as (arrival monotonic time, message), newest last,
-    at most `keep` per topic.
+    With `compressed` ("jpeg" or "png") images go out as CompressedImage on `<image>/compressed`,
+    as image_transport's compressed plugin publishes them. Received messages are kept per topic
+    as (arrival monotonic time, message), newest last, at most `keep` per topic.
     """
 
     def __init__(self, domain_id: int, namespace: str = "", topics=tuple(TOPICS), tf: bool = True,
                  diagnostics: bool = True, keep: int = 200, name: str = "sa4depth_frame_client",
-                 image_topic: str = "image", camera_info_topic: str = "camera_info"):
+                 image_topic: str = "image", camera_info_topic: str = "camera_info", compressed: str = ""):
         self.namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
@@ -46,7 +47,10 @@ class FrameClient:
         self._received: dict[str, list] = defaultdict(list)
         self._counts: dict[str, int] = defaultdict(int)
         self._keep = keep
-        self.image_pub = self.node.create_publisher(Image, self.topic(image_topic), reliable_qos(5))
+        self.compressed = compressed
+        self.image_pub = (self.node.create_publisher(CompressedImage, self.topic(image_topic) + "/compressed",
+                                                     reliable_qos(5)) if compressed
+                          else self.node.create_publisher(Image, self.topic(image_topic), reliable_qos(5)))
         self.info_pub = self.node.create_publisher(CameraInfo, self.topic(camera_info_topic), reliable_qos(5))
         self._subscriptions = {
             name: self.node.create_subscription(TOPICS[name], self.topic(name), self._recorder(name), reliable_qos(10))
@@ -122,7 +126,7 @@ class FrameClient:
             self._received.clear()
             self._counts.clear()
 
-    def wait_connected(self, timeout: float = 20.0, info: bool = True, outputs=("depth",)) -> bool:
+    def wait_connected(self, timeout: float = 20.0, info: bool = True, outputs=("depth/image",)) -> bool:
         """True once the node subscribes to our image (and camera_info) topics and publishes on
         each of `outputs` to us: discovery runs both ways, and a reliable volatile message sent
         before the match would be lost."""
@@ -146,7 +150,8 @@ class FrameClient:
         seconds = start
         while time.monotonic() < deadline:
             stamp = self.send(rgb, K, seconds)
-            if self.with_stamp("depth", stamp, min(every, max(deadline - time.monotonic(), 0.0))) is not None:
+            wait = min(every, max(deadline - time.monotonic(), 0.0))
+            if self.with_stamp("depth/image", stamp, wait) is not None:
                 return seconds
             seconds += every
         return None
@@ -163,12 +168,13 @@ class FrameClient:
     # -- sending ------------------------------------------------------------------------------
     def send(self, rgb: np.ndarray, K: np.ndarray | None, seconds: float, frame_id: str = "camera_optical",
              encoding: str = "rgb8"):
-        """Publish an (H,W,3) uint8 RGB image and, if K is given, its CameraInfo with the same
-        header. Returns the stamp (builtin_interfaces/Time)."""
+        """Publish an (H,W,3) uint8 RGB image (as `encoding`, or compressed when the client is) and,
+        if K is given, its CameraInfo with the same header. Returns the stamp (builtin_interfaces/Time)."""
         header = Header(stamp=stamp_msg(seconds), frame_id=frame_id)
         if K is not None:
             self.info_pub.publish(K_to_camera_info(K, rgb.shape[1], rgb.shape[0], header))
-        self.image_pub.publish(rgb_to_msg(rgb, header, encoding))
+        self.image_pub.publish(rgb_to_compressed(rgb, header, self.compressed) if self.compressed
+                               else rgb_to_msg(rgb, header, encoding))
         return header.stamp
 
     def send_messages(self, image: Image | None, info: CameraInfo | None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from sa4depth_core.data.image_msg import (  # noqa: F401  (re-exported for the nodes)
     IMAGE_LAYOUTS,
@@ -32,17 +32,23 @@ _DEPTH_ENCODINGS = ("32FC1",) + _DEPTH_MM
 
 
 def decode_rgb(msg, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
-    """`image_to_rgb` of an Image whose header promises at most `max_pixels` pixels, checked before
-    anything is allocated for it. Any unreadable message raises UnsupportedImage (an InputError).
+    """The RGB pixels of an Image (`image_to_rgb`), refused before anything is allocated when its
+    header promises more than `max_pixels` pixels, or of a CompressedImage (jpeg or png,
+    `compressed_to_rgb`), whose size is known only once OpenCV decoded it (OpenCV bounds that by
+    its own OPENCV_IO_MAX_IMAGE_PIXELS), refused then. Any unreadable message raises
+    UnsupportedImage (an InputError).
 
     Returns:
         (H, W, 3) uint8 RGB.
     """
-    w, h = int(msg.width), int(msg.height)
+    compressed = hasattr(msg, "format")
+    rgb = compressed_to_rgb(msg) if compressed else None
+    h, w = rgb.shape[:2] if compressed else (int(msg.height), int(msg.width))
     if w * h > max_pixels:
-        raise UnsupportedImage(f"{msg.encoding} image {w}x{h} has {w * h / 1e6:.1f} megapixels, more than the "
+        kind = f"CompressedImage ({msg.format})" if compressed else f"{msg.encoding} image"
+        raise UnsupportedImage(f"{kind} {w}x{h} has {w * h / 1e6:.1f} megapixels, more than the "
                                f"{max_pixels / 1e6:.0f} this node accepts; publish a smaller image")
-    return image_to_rgb(msg)
+    return rgb if compressed else image_to_rgb(msg)
 
 
 def array_to_msg(arr: np.ndarray, header, encoding: str) -> Image:
@@ -72,6 +78,23 @@ def array_to_msg(arr: np.ndarray, header, encoding: str) -> Image:
     msg.step = msg.width * channels * arr.itemsize
     msg.data = arr.tobytes()
     return msg
+
+
+def rgb_to_compressed(img: np.ndarray, header, fmt: str = "jpeg") -> CompressedImage:
+    """Encode an RGB image as a jpeg or png sensor_msgs/CompressedImage (what image_transport's
+    compressed plugin publishes: format "rgb8; jpeg compressed bgr8").
+
+    Args:
+        img: (H, W, 3) uint8 RGB.
+    """
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or fmt not in ("jpeg", "png"):
+        raise UnsupportedImage(f"rgb_to_compressed needs an (H, W, 3) uint8 RGB array and jpeg or png, got "
+                               f"{img.shape} {img.dtype} {fmt}")
+    ok, data = cv2.imencode("." + fmt, img[..., ::-1])
+    if not ok:
+        raise UnsupportedImage(f"OpenCV could not encode a {img.shape[1]}x{img.shape[0]} image as {fmt}")
+    return CompressedImage(header=header, format=f"rgb8; {fmt} compressed bgr8", data=data.tobytes())
 
 
 def rgb_to_msg(img: np.ndarray, header, encoding: str = "rgb8") -> Image:

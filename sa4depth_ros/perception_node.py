@@ -3,14 +3,19 @@
 Scheduling: subscription callbacks only put the newest (image, CameraInfo) pair into a one-slot
 mailbox (an unprocessed older pair is dropped and counted); a worker thread takes it, runs
 `sa4depth_core.pipeline.PerceptionPipeline` and publishes. Input callbacks run in the spinning
-thread; services and the diagnostics timer are `slow_callback_groups` run by pool threads (see
-executor.InlineExecutor), and they touch the pipeline only between frames.
+thread; services, ~/set_pose and the diagnostics timer are `slow_callback_groups` run by pool
+threads (see executor.InlineExecutor), and they touch the pipeline only between frames.
 
-Hostile input: a frame goes through stages (input: decode and check everything before any work;
-depth; outputs; odometry), each contained on its own, so one that raises costs that stage of that
-frame only; /diagnostics reports a failing stage until it next succeeds (StageHealth), and every
-frame is counted in exactly one of processed, rejected, failed or dropped. Models load in a
+Hostile input: a frame goes through stages (input: decode, check and make pinhole before any
+work; depth; outputs; odometry), each contained on its own, so one that raises costs that stage of
+that frame only; /diagnostics reports a failing stage until it next succeeds (StageHealth), and
+every frame is counted in exactly one of processed, rejected, failed or dropped. Models load in a
 guarded, time-limited thread (ModelLoader), and every service call gets an answer.
+
+Geometry: images become pinhole images with their intrinsics by the CameraInfo's definition
+(camera_info.PinholeFrames: P for rectified images, K with OpenCV undistortion for raw ones,
+binning and region of interest honoured); the camera's place on the robot comes from TF when it
+has the camera frame under base_frame, else from base_to_camera (tf_lookup).
 The topics, parameters and services are listed in docs/ros_interface.md.
 """
 from __future__ import annotations
@@ -26,22 +31,23 @@ import cv2
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
-from transforms3d.quaternions import mat2quat
 
+from sa4depth_core.data.bag_ground_truth import pose_matrix
 from sa4depth_core.errors import CheckpointError, InputError
 from sa4depth_core.infer import LoadedModel, load_checked_model
 from sa4depth_core.pipeline import PerceptionPipeline, pose_from_xyz_rpy
 
 from . import params
-from .camera_info import K_to_camera_info, distortion_note, frame_intrinsics, scaled_camera_info
+from .camera_info import K_to_camera_info, PinholeFrames, distortion_note
 from .cloud import depth_to_cloud_msg
 from .diagnostics import (
     ERROR,
@@ -55,18 +61,22 @@ from .diagnostics import (
     worst_level,
 )
 from .image_codec import array_to_msg, colorize_depth, decode_rgb, depth_to_msg
-from .qos import qos_from_string
 from .node_main import run_node, torch_device
+from .pose_msgs import pose_msg, pose_to_transform_stamped
+from .qos import qos_from_string, reliable_qos
 from .stamps import stamp_seconds
 from .sync import make_image_info_sync
-from .tf_out import TransformPublisher, pose_to_transform_stamped
+from .tf_lookup import TransformLookup
+from .tf_out import TransformPublisher
 
 NODE_NAME = "perception_node"
 FALLBACK_FRAME = "camera_optical_frame"
-# Output topics (relative: they follow the node's namespace and remappings).
-TOPICS = {"depth": Image, "depth/camera_info": CameraInfo, "depth/color": Image, "points": PointCloud2,
+# Output topics (relative: they follow the node's namespace and remappings). depth/image and
+# depth/camera_info are siblings, as image_transport's camera publishers and subscribers pair them.
+TOPICS = {"depth/image": Image, "depth/camera_info": CameraInfo, "depth/color": Image, "points": PointCloud2,
           "odom": Odometry, "path": Path}
 SERVICES = ("~/reset", "~/save_trajectory", "~/reload_model")
+SET_POSE_TOPIC = "~/set_pose"  # geometry_msgs/PoseWithCovarianceStamped, as robot_localization's set_pose
 LOG_THROTTLE_S = 5.0
 # Stages of a frame and the level /diagnostics reports while one fails. Bad input is the sender's
 # problem (WARN); a stage that raised on a valid frame is the node's (ERROR).
@@ -75,6 +85,8 @@ STAGES = {"input": WARN, "depth": ERROR, "outputs": ERROR, "odometry": ERROR}
 COUNTERS = ("frames_received", "frames_processed", "frames_published", "frames_rejected", "frames_failed",
             "odometry_failed")
 MAX_STUCK_LOADS = 2
+RELATIVE_WARNING = ("scale_mode relative: depth, points, odom and TF are in network units, NOT metres (every "
+                    "consumer reads them as metres); set scale_mode camera_height with the camera_height, or fixed")
 
 
 class LatestFrame:
@@ -181,12 +193,25 @@ class ModelLoader:
             self._cond.notify_all()
 
 
-def _pose_fields(msg_pose, T: np.ndarray) -> None:
-    """Fill a geometry_msgs/Pose from a (4,4) transform."""
-    w, x, y, z = mat2quat(T[:3, :3])
-    msg_pose.position.x, msg_pose.position.y, msg_pose.position.z = (float(v) for v in T[:3, 3])
-    msg_pose.orientation.x, msg_pose.orientation.y = float(x), float(y)
-    msg_pose.orientation.z, msg_pose.orientation.w = float(z), float(w)
+class OdomOrigin:
+    """Where ~/set_pose restarted the trajectory: `pose` (4,4) of the base in the odom frame and
+    its `covariance` (6,6) about the odom axes. The pipeline's odometry restarts at the identity,
+    so the node composes the two (the core's PerceptionPipeline.reset takes no pose)."""
+
+    def __init__(self, pose: np.ndarray, covariance: np.ndarray):
+        self.pose, self.covariance = pose, covariance
+
+    def compose(self, pose: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The base's (4,4) pose in odom and (6,6) covariance about the odom axes after the
+        odometry's `pose` (4,4) with `covariance` (6,6) about its own start's axes: first-order
+        propagation of both independent uncertainties (the origin's rotation error moves the
+        base by its offset from the origin)."""
+        out = self.pose @ pose
+        step = np.kron(np.eye(2), self.pose[:3, :3])
+        x, y, z = out[:3, 3] - self.pose[:3, 3]
+        origin = np.eye(6)
+        origin[:3, 3:] = [[0.0, z, -y], [-z, 0.0, x], [y, -x, 0.0]]  # -[offset]x
+        return out, step @ covariance @ step.T + origin @ self.covariance @ origin.T
 
 
 class PerceptionNode(Node):
@@ -203,7 +228,9 @@ class PerceptionNode(Node):
         self._announce_model(loaded)
         self.pipeline = PerceptionPipeline(loaded, self.device, s.pipeline_options())
         self._pipeline_lock = threading.Lock()
-        self._applied = s  # settings the pipeline was last configured with (worker thread only)
+        # what the pipeline was last configured with (worker thread only): settings, extrinsic
+        self._applied, self._applied_extrinsic = s, self.pipeline.options.base_from_camera
+        self._pinhole = PinholeFrames(s.rectified_images, s.undistort)
 
         self._slot = LatestFrame()
         self._in_rate, self._out_rate = RateMeter(), RateMeter()
@@ -213,11 +240,16 @@ class PerceptionNode(Node):
         self._last_problem = ""  # the newest problem of any frame, kept as history in diagnostics
         self._waiting_note = ""
         self._distortion_note = ""
-        self._last = {"tracking": "none", "lost_count": 0, "lost_streak": 0, "scale": s.scale_mode,
-                      "input_size": "none", "status": self.pipeline.status(), "warnings": self.pipeline.warnings()}
+        self._last = {"tracking": "none", "lost_count": 0, "lost_streak": 0, "scale": self.pipeline.describe_scale(),
+                      "units": self._units(), "input_size": "none", "status": self.pipeline.status(),
+                      "warnings": self.pipeline.warnings()}
         self._path: deque = deque(maxlen=s.path_max_size)
         self._path_stamp: float | None = None  # image time of the last path message
-        self._static_sent = None
+        self._origin: OdomOrigin | None = None  # set by ~/set_pose until the next reset
+        self._origin_note = "first frame"
+        self._extrinsic_note = "none yet"
+        self._camera_tf_sent: dict[str, str] = {}  # camera frame -> the parent this node published for it
+        self._camera_tf_note = "off"
         self._warned_frame = False
         self._started = time.monotonic()
         self._last_pair = -1e9
@@ -229,12 +261,17 @@ class PerceptionNode(Node):
             name: self.create_publisher(kind, name, out_image_qos if kind in (Image, PointCloud2) else out_qos)
             for name, kind in TOPICS.items() if name != "points" or s.publish_points}
         self._tf = TransformPublisher(self)
+        self._tf_in = TransformLookup(self)
 
         # Inputs stay in the default group (run by the spinning thread). Loading a model takes
-        # seconds: its own group keeps reset/save and diagnostics responsive meanwhile.
+        # seconds: its own group keeps reset/save, set_pose and diagnostics responsive meanwhile.
+        # A compressed stream is the image topic's image_transport sibling: the remapped name
+        # plus /compressed.
+        compressed = s.image_transport == "compressed"
         self._sync = make_image_info_sync(
-            self, "image", None if s.intrinsics_given else "camera_info", self._on_frame,
-            qos_from_string(s.qos_image), slop=s.sync_slop)
+            self, self.resolve_topic_name("image") + "/compressed" if compressed else "image",
+            None if s.intrinsics_given else "camera_info", self._on_frame, qos_from_string(s.qos_image),
+            slop=s.sync_slop, image_type=CompressedImage if compressed else Image)
         control, reload = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         self.slow_callback_groups = (control, reload)
         handlers = {"~/reset": (self._srv_reset, control), "~/save_trajectory": (self._srv_save, control),
@@ -242,8 +279,12 @@ class PerceptionNode(Node):
         for name in SERVICES:
             handler, group = handlers[name]
             self.create_service(Trigger, name, self._answering(handler), callback_group=group)
+        self.create_subscription(PoseWithCovarianceStamped, SET_POSE_TOPIC, self._on_set_pose, reliable_qos(5),
+                                 callback_group=control)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(s.diagnostics_period, self._publish_diagnostics, callback_group=control)
+        # steady time: on a replay's /clock, which jumps back when the bag loops, the timer would stop
+        self.create_timer(s.diagnostics_period, self._publish_diagnostics, callback_group=control,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._stop = threading.Event()
@@ -252,8 +293,11 @@ class PerceptionNode(Node):
         mode = "intrinsics parameter" if s.intrinsics_given else f"CameraInfo ({self._sync.backend} sync)"
         self.get_logger().info(
             f"ready: network {self.pipeline.network_size[1]}x{self.pipeline.network_size[0]} on {self.device}, "
-            f"model {loaded.model_id}, scale {self.pipeline.describe_scale()}, intrinsics from {mode}, "
-            f"TF via {self._tf.backend}")
+            f"inference {self.pipeline.backend}, model {loaded.model_id}, scale {self.pipeline.describe_scale()}, "
+            f"input {self._input_note(s)}, intrinsics from {mode}, "
+            f"extrinsic from TF ({self._tf_in.backend}) else base_to_camera, TF out via {self._tf.backend}")
+        if s.scale_mode == "relative":
+            self.get_logger().warning(RELATIVE_WARNING)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -286,6 +330,17 @@ class PerceptionNode(Node):
                 "no checkpoint given: running RANDOMLY INITIALISED networks, depth and odometry are meaningless; "
                 "set the 'checkpoint' parameter to a trained model")
 
+    def _input_note(self, s) -> str:
+        """The input topic and how its frames become pinhole images (log and diagnostics)."""
+        kind = "rectified: P" if s.rectified_images else f"raw: K, D {'undistorted' if s.undistort else 'refused'}"
+        return f"{self._sync.subscriptions[0].topic_name} ({s.image_transport}, {kind})"
+
+    def _units(self) -> str:
+        """What a unit of depth and odometry is now (diagnostics key `units`)."""
+        if self.pipeline.options.scale_mode == "relative":
+            return "network units (scale_mode relative, not metres)"
+        return "m" if self.pipeline.scale.ready else "network units (no ground plane fitted yet, not metres)"
+
     # -- input ----------------------------------------------------------------------------------
     def _on_frame(self, image, info) -> None:
         self._counts.add("frames_received")
@@ -315,8 +370,8 @@ class PerceptionNode(Node):
         self._health.failed(stage, text)
         self._last_problem = text
 
-    def _header(self, image) -> Header:
-        frame = self.settings.camera_frame or image.header.frame_id
+    def _header(self, image, s) -> Header:
+        frame = s.camera_frame or image.header.frame_id
         if not frame:
             frame = FALLBACK_FRAME
             if not self._warned_frame:
@@ -325,34 +380,51 @@ class PerceptionNode(Node):
                 self._warned_frame = True
         return Header(stamp=image.header.stamp, frame_id=frame)
 
-    def _apply_settings(self) -> None:
-        """Bring the pipeline up to the latest accepted parameters (worker thread, under the lock)."""
-        s = self.settings
-        if s is self._applied:
+    def _pinhole_frames(self, s) -> PinholeFrames:
+        """The frame maker for the settings (worker thread; its remap tables survive other changes)."""
+        if (self._pinhole.rectified, self._pinhole.undistort) != (s.rectified_images, s.undistort):
+            self._pinhole = PinholeFrames(s.rectified_images, s.undistort)
+        return self._pinhole
+
+    def _extrinsic(self, s, camera: str) -> np.ndarray:
+        """(4,4) pose of the camera frame in base_frame: from TF when it connects them, else from
+        the base_to_camera parameter."""
+        T = self._tf_in.lookup(s.base_frame, camera)
+        if T is not None:
+            self._extrinsic_note = f"tf ({s.base_frame} -> {camera})"
+            return T
+        self._extrinsic_note = f"base_to_camera parameter (TF has no {s.base_frame} -> {camera})"
+        return pose_from_xyz_rpy(s.base_to_camera)
+
+    def _apply_settings(self, s, extrinsic: np.ndarray) -> None:
+        """Bring the pipeline up to settings `s` and the camera's extrinsic (worker thread, under
+        the lock)."""
+        if s is self._applied and np.array_equal(extrinsic, self._applied_extrinsic):
             return
         if s.threads and s.threads != self._applied.threads:
             torch.set_num_threads(s.threads)
-        self.pipeline.configure(s.pipeline_options())
+        self.pipeline.configure(s.pipeline_options(extrinsic))
         if s.path_max_size != self._applied.path_max_size:
             self._path = deque(self._path, maxlen=s.path_max_size)
-        self._applied = s
+        self._applied, self._applied_extrinsic = s, extrinsic
 
     def _process(self, image, info, received: float) -> None:
         """One frame, stage by stage; each stage's exception is contained and reported."""
+        s = self.settings
         try:  # everything that can refuse the frame, before any work is done on it
-            rgb = decode_rgb(image)
-            K = frame_intrinsics(info, rgb.shape[:2], self.settings.K())
-            header = self._header(image)
+            rgb, K = self._pinhole_frames(s)(decode_rgb(image), info, s.K())
+            header = self._header(image, s)
         except Exception as exc:  # noqa: BLE001 - a frame must not end the node
             self._stage_failed("input", exc, "frames_rejected" if isinstance(exc, InputError) else "frames_failed")
             return
         self._health.ok("input")
-        self._note_distortion(info)
+        self._note_distortion(info, s.rectified_images)
+        extrinsic = self._extrinsic(s, header.frame_id)
         # Publishing under the lock keeps a reset or model swap from landing between a frame's
         # computation and its path/TF messages.
         with self._pipeline_lock:
             try:
-                self._apply_settings()
+                self._apply_settings(s, extrinsic)
                 result = self.pipeline.process(rgb, K, stamp_seconds(header.stamp))
                 if not (math.isfinite(result.scale) and result.scale > 0):
                     raise RuntimeError(f"depth scale {result.scale} is not a positive number")
@@ -364,12 +436,11 @@ class PerceptionNode(Node):
                 return
             self._counts.add("frames_processed")
             self._health.ok("depth")
-            s = self._applied
-            self._publish_depth(result, rgb, info, header, s, received)
+            self._publish_depth(result, rgb, header, s, received)
             self._publish_odometry_of(result, header, s)
             self._last = {**self._odometry_state(result.odometry), "scale": self.pipeline.describe_scale(),
-                          "input_size": f"{rgb.shape[1]}x{rgb.shape[0]}", "status": self.pipeline.status(),
-                          "warnings": self.pipeline.warnings()}
+                          "units": self._units(), "input_size": f"{rgb.shape[1]}x{rgb.shape[0]}",
+                          "status": self.pipeline.status(), "warnings": self.pipeline.warnings()}
 
     @staticmethod
     def _odometry_state(odo) -> dict:
@@ -377,38 +448,54 @@ class PerceptionNode(Node):
             return {"tracking": "off", "lost_count": 0, "lost_streak": 0}
         return {"tracking": odo.tracking, "lost_count": odo.lost_count, "lost_streak": odo.lost_streak}
 
-    def _note_distortion(self, info) -> None:
-        """Warn once per distinct lens distortion that frames are used as if undistorted."""
-        note = distortion_note(info) if info is not None else ""
+    def _note_distortion(self, info, rectified: bool) -> None:
+        """Warn once per distinct lens distortion that rectified frames do not apply it."""
+        note = distortion_note(info, rectified) if info is not None else ""
         if note and note != self._distortion_note:
             self.get_logger().warning(note)
         self._distortion_note = note
 
-    def _publish_depth(self, result, rgb, info, header: Header, s, received: float) -> None:
-        """depth, depth/camera_info and, while subscribed, depth/color and points (stage 'outputs')."""
+    def _publish_depth(self, result, rgb, header: Header, s, received: float) -> None:
+        """depth/image, depth/camera_info (the intrinsics of the depth image, the same that built
+        points), the camera's mounting on /tf_static when asked and, while subscribed,
+        depth/color and points (stage 'outputs')."""
         try:
             h, w = result.depth.shape
-            self._pubs["depth"].publish(depth_to_msg(result.depth, header))
+            self._pubs["depth/image"].publish(depth_to_msg(result.depth, header))
             self._counts.add("frames_published")
             self._out_rate.tick()
             self._latency.add(1e3 * (time.monotonic() - received))
             self._core_ms.add(result.ms_depth + result.ms_odometry)
-            if info is not None:
-                out_info = scaled_camera_info(info, w, h)
-                out_info.header = header
-            else:
-                out_info = K_to_camera_info(result.K, w, h, header)
-            self._pubs["depth/camera_info"].publish(out_info)
+            self._pubs["depth/camera_info"].publish(K_to_camera_info(result.K, w, h, header))
             if self._pubs["depth/color"].get_subscription_count():
                 self._pubs["depth/color"].publish(array_to_msg(colorize_depth(result.depth), header, "bgr8"))
             points = self._pubs.get("points")
             if points is not None and points.get_subscription_count():
                 small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
                 points.publish(depth_to_cloud_msg(result.depth, result.K, header, s.points_stride, rgb=small))
+            if s.publish_camera_tf:
+                self._publish_camera_tf(s, header)
         except Exception as exc:  # noqa: BLE001
             self._stage_failed("outputs", exc)
         else:
             self._health.ok("outputs")
+
+    def _publish_camera_tf(self, s, header: Header) -> None:
+        """base_frame -> camera frame (base_to_camera) on /tf_static, once per frame pair, unless
+        TF already has another parent for the camera frame: a frame with two parents breaks TF."""
+        camera = header.frame_id
+        parent, ours = self._tf_in.parent(camera), self._camera_tf_sent.get(camera)
+        if parent is not None and parent != ours:
+            note = f"not published: '{camera}' already has parent '{parent}' in TF"
+            if note != self._camera_tf_note:
+                self.get_logger().warning(f"publish_camera_tf: {note}; leaving the camera's mounting to it")
+            self._camera_tf_note = note
+            return
+        if ours != s.base_frame:
+            self._tf.send_static(pose_to_transform_stamped(
+                pose_from_xyz_rpy(s.base_to_camera), s.base_frame, camera, header.stamp))
+            self._camera_tf_sent[camera] = s.base_frame
+            self._camera_tf_note = f"published {s.base_frame} -> {camera}"
 
     def _publish_odometry_of(self, result, header: Header, s) -> None:
         """odom, path and TF of a frame (stage 'odometry'): never a non-finite number."""
@@ -419,60 +506,54 @@ class PerceptionNode(Node):
         if odo is None:
             self._health.ok("odometry")
             return
-        arrays = (odo.pose, odo.pose_covariance, odo.twist, odo.twist_covariance)
+        pose, pose_covariance = (odo.pose, odo.pose_covariance) if self._origin is None else \
+            self._origin.compose(odo.pose, odo.pose_covariance)
+        arrays = (pose, pose_covariance, odo.twist, odo.twist_covariance)
         if not all(np.isfinite(a).all() for a in arrays):
             self._stage_failed("odometry", "non-finite pose, twist or covariance (not published)", "odometry_failed")
             return
         try:
-            self._publish_odometry(odo, header, s)
+            self._publish_odometry(pose, pose_covariance, odo, header, s)
         except Exception as exc:  # noqa: BLE001
             self._stage_failed("odometry", exc, "odometry_failed")
         else:
             self._health.ok("odometry")
 
-    def _publish_odometry(self, odo, header: Header, s) -> None:
+    def _publish_odometry(self, pose: np.ndarray, pose_covariance: np.ndarray, odo, header: Header, s) -> None:
         msg = Odometry()
         msg.header = Header(stamp=header.stamp, frame_id=s.odom_frame)
         msg.child_frame_id = s.base_frame
-        _pose_fields(msg.pose.pose, odo.pose)
-        msg.pose.covariance = odo.pose_covariance.reshape(36).tolist()
+        msg.pose.pose = pose_msg(pose)
+        msg.pose.covariance = pose_covariance.reshape(36).tolist()
         msg.twist.twist.linear.x, msg.twist.twist.linear.y, msg.twist.twist.linear.z = (float(v) for v in odo.twist[:3])
         msg.twist.twist.angular.x, msg.twist.twist.angular.y, msg.twist.twist.angular.z = (
             float(v) for v in odo.twist[3:])
         msg.twist.covariance = odo.twist_covariance.reshape(36).tolist()
         self._pubs["odom"].publish(msg)
 
-        pose = PoseStamped(header=msg.header)
-        pose.pose = msg.pose.pose
-        self._path.append(pose)
+        self._path.append(PoseStamped(header=msg.header, pose=msg.pose.pose))
         stamp = stamp_seconds(header.stamp)
         # a stamp that went backwards (bag loop, reset) publishes at once
         due = self._path_stamp is None or not 0.0 <= stamp - self._path_stamp < s.path_period
         if due and self._pubs["path"].get_subscription_count():
             self._pubs["path"].publish(Path(header=msg.header, poses=list(self._path)))
             self._path_stamp = stamp
-
         if s.publish_tf:
-            self._tf.send(pose_to_transform_stamped(odo.pose, s.odom_frame, s.base_frame, header.stamp))
-        if s.publish_camera_tf:
-            key = (s.base_frame, header.frame_id)
-            if key != self._static_sent:
-                self._tf.send_static(pose_to_transform_stamped(
-                    pose_from_xyz_rpy(s.base_to_camera), s.base_frame, header.frame_id, header.stamp))
-                self._static_sent = key
+            self._tf.send(pose_to_transform_stamped(pose, s.odom_frame, s.base_frame, header.stamp))
 
     # -- parameters -----------------------------------------------------------------------------
     def _on_set_parameters(self, changed) -> SetParametersResult:
         try:
-            values = {p.name: params.check_value(p.name, p.value) for p in changed}
-            new = self.settings.updated(values)
+            new = self.settings.updated(changed)
         except Exception as exc:  # noqa: BLE001 - InputError with the reason; anything else is refused too
             return SetParametersResult(successful=False, reason=str(exc) if isinstance(exc, InputError)
                                        else f"{type(exc).__name__}: {exc}")
+        if new.scale_mode == "relative" != self.settings.scale_mode:
+            self.get_logger().warning(RELATIVE_WARNING)
         self.settings = new  # the worker applies it before its next frame
         return SetParametersResult(successful=True)
 
-    # -- services -------------------------------------------------------------------------------
+    # -- services and ~/set_pose ----------------------------------------------------------------
     def _answering(self, handler):
         """`handler` made to answer every call: an exception becomes success False with the reason
         (left to the executor it would end the node and leave the caller waiting)."""
@@ -486,14 +567,41 @@ class PerceptionNode(Node):
                 return response
         return serve
 
-    def _srv_reset(self, request, response):
+    def _restart(self, origin: OdomOrigin | None, note: str) -> None:
+        """Restart the trajectory: the next frame's base pose is `origin`'s (None: the identity)."""
         with self._pipeline_lock:
             self.pipeline.reset()
             self._path.clear()
             self._path_stamp = None
+            self._origin, self._origin_note = origin, note
+
+    def _srv_reset(self, request, response):
+        self._restart(None, "~/reset")
         response.success, response.message = True, "trajectory restarted at the identity"
         self.get_logger().info(response.message)
         return response
+
+    def _on_set_pose(self, msg) -> None:
+        """~/set_pose: restart the trajectory at the given base pose and covariance (odom_frame)."""
+        s = self.settings
+        try:
+            if msg.header.frame_id not in ("", s.odom_frame):
+                raise InputError(f"the pose is in frame '{msg.header.frame_id}'; give it in '{s.odom_frame}'")
+            pose = pose_matrix(msg.pose.pose.position, msg.pose.pose.orientation)
+            if not np.isfinite(pose).all():
+                raise InputError(f"its position is not finite: {pose[:3, 3].tolist()}")
+            covariance = np.asarray(msg.pose.covariance, dtype=np.float64).reshape(6, 6)
+            if not np.isfinite(covariance).all() or np.any(np.diag(covariance) < 0):
+                raise InputError(f"its covariance must be finite with a non-negative diagonal, got "
+                                 f"{np.diag(covariance).tolist()} on the diagonal")
+        except InputError as exc:
+            self._last_problem = f"set_pose ignored: {exc}"
+            self.get_logger().warning(self._last_problem)
+            return
+        x, y, z = pose[:3, 3]
+        self._restart(OdomOrigin(pose, 0.5 * (covariance + covariance.T)),
+                      f"set_pose at ({x:.3f}, {y:.3f}, {z:.3f}), stamp {stamp_seconds(msg.header.stamp):.3f}")
+        self.get_logger().info(f"trajectory restarted by {self._origin_note}")
 
     def _srv_save(self, request, response):
         stem = "trajectory_" + time.strftime("%Y%m%d-%H%M%S")
@@ -525,7 +633,8 @@ class PerceptionNode(Node):
             response.success, response.message = False, f"kept model {self._model['model_id']}: {reason}"
             self.get_logger().error(response.message)
             return response
-        response.success, response.message = True, f"now running model {loaded.model_id} from {loaded.source}"
+        response.success, response.message = True, (f"now running model {loaded.model_id} from {loaded.source} "
+                                                     f"on {self.pipeline.backend}")
         self.get_logger().info(response.message)
         return response
 
@@ -574,11 +683,14 @@ class PerceptionNode(Node):
             problems.append((ERROR if last["lost_streak"] >= 10 else WARN,
                              f"odometry {last['tracking']} for {last['lost_streak']} frame(s)"))
         problems += [(WARN, text) for text in last["warnings"]]
+        if s.publish_camera_tf and self._camera_tf_note.startswith("not published"):
+            problems.append((WARN, f"publish_camera_tf: {self._camera_tf_note}"))
         values = {
             **self._model,
             "device": str(self.device),
             "scale_mode": s.scale_mode,
             "scale": last["scale"],
+            "units": last["units"],
             "input_rate_hz": self._in_rate.rate(),
             "output_rate_hz": self._out_rate.rate(),
             "latency_ms_p50": self._latency.percentile(50),
@@ -588,12 +700,17 @@ class PerceptionNode(Node):
             "last_problem": self._last_problem or "none",
             "input_size": last["input_size"],
             "network_size": "{1}x{0}".format(*self.pipeline.network_size),
+            "input": self._input_note(s),
             "odometry": "on" if s.odometry_enabled else "off",
             "tracking": last["tracking"],
             "lost_count": last["lost_count"],
+            "odom_origin": self._origin_note,
             **last["status"],
+            "extrinsic": self._extrinsic_note,
+            "camera_tf": self._camera_tf_note if s.publish_camera_tf else "off",
             "sync": self._sync.backend,
             "tf": str(self._tf.backend),
+            "tf_in": str(self._tf_in.backend),
         }
         level = worst_level(problems)
         message = "; ".join(text for _, text in problems) if problems else "ok"

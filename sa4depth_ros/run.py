@@ -31,6 +31,7 @@ MODULES = {"perception_node": "sa4depth_ros.perception_node", "trainer_node": "s
            "sa4depth-play": "sa4depth_ros.bag_player"}
 KITTI_IMAGE = "/kitti/camera_color_left/image_raw"
 KITTI_INFO = "/kitti/camera_color_left/camera_info"
+KITTI_CAMERA_HEIGHT = "1.65"
 
 
 @dataclass
@@ -86,9 +87,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--camera-info-topic", default=None,
                    help=f"CameraInfo topic (default: camera_info, or {KITTI_INFO} with --bag)")
     p.add_argument("--namespace", default="", help="namespace of the nodes (and of RViz)")
-    p.add_argument("--scale-mode", default=None, choices=("relative", "fixed", "camera_height"),
-                   help="default: relative, or camera_height with --bag")
-    p.add_argument("--camera-height", default="1.65", help="metres above the road, for scale mode camera_height")
+    p.add_argument("--scale-mode", default="camera_height", choices=("relative", "fixed", "camera_height"),
+                   help="camera_height (metres from --camera-height, the default) | fixed | relative (network "
+                        "units, not metres)")
+    p.add_argument("--camera-height", default=None,
+                   help="REQUIRED without --bag: the camera's height above the ground in metres (no default: a "
+                        f"guessed height gives wrong metres; any value with --scale-mode relative or fixed); "
+                        f"{KITTI_CAMERA_HEIGHT} with --bag")
+    p.add_argument("--image-transport", default="raw", choices=("raw", "compressed"),
+                   help="raw: Image on the image topic; compressed: CompressedImage on <image topic>/compressed")
+    p.add_argument("--rectified-images", default="true", choices=("true", "false"),
+                   help="true: rectified images used with CameraInfo P; false: raw images used with K and D")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--use-sim-time", action="store_true", help="run on /clock (always on with --bag)")
     p.add_argument("--online-learning", action="store_true",
@@ -114,14 +123,19 @@ def parser() -> argparse.ArgumentParser:
 def build_graph(args: argparse.Namespace) -> list[NodeSpec]:
     """The processes of sa4depth.launch.py, or of kitti_replay.launch.py when args.bag is set."""
     replay = bool(args.bag)
+    if args.camera_height is None and not replay:
+        raise InputError("--camera-height is required: the camera's height above the ground in metres sets the scale "
+                         "of every output (with --scale-mode relative or fixed pass any value, e.g. 0)")
     sim_time = "true" if replay or args.use_sim_time else "false"
     inputs = [("image", args.image_topic or (KITTI_IMAGE if replay else "image")),
               ("camera_info", args.camera_info_topic or (KITTI_INFO if replay else "camera_info"))]
+    stream = {"image_transport": args.image_transport, "rectified_images": args.rectified_images}
     overrides = {
         "checkpoint": args.checkpoint,
-        "scale_mode": args.scale_mode or ("camera_height" if replay else "relative"),
-        "camera_height": args.camera_height,
+        "scale_mode": args.scale_mode,
+        "camera_height": args.camera_height or KITTI_CAMERA_HEIGHT,
         "device": args.device,
+        **stream,
         "use_sim_time": sim_time,
     }
     overrides.update(dict(args.params))
@@ -131,7 +145,7 @@ def build_graph(args: argparse.Namespace) -> list[NodeSpec]:
         player_args = [args.bag, "--rate", str(args.rate), "--clock"] + (["--loop"] if args.loop else [])
         graph.insert(0, NodeSpec(PACKAGE, "sa4depth-play", arguments=player_args))
     if args.online_learning:
-        trainer = {"init_checkpoint": args.checkpoint, "device": args.device, "use_sim_time": sim_time}
+        trainer = {"init_checkpoint": args.checkpoint, "device": args.device, **stream, "use_sim_time": sim_time}
         trainer.update(dict(args.trainer_params))
         graph.append(NodeSpec(PACKAGE, "trainer_node", name="trainer_node", namespace=args.namespace,
                               parameters=trainer, params_file=args.trainer_params_file, remappings=inputs))

@@ -2,15 +2,12 @@
 
 pip-only environments have no tf2_ros; tf2_msgs can be built locally (scripts/build_tf2_msgs.sh).
 Without either, TF output is switched off with one warning instead of failing the node.
+Transforms are built by pose_msgs.pose_to_transform_stamped.
 """
 from __future__ import annotations
 
-import numpy as np
 from geometry_msgs.msg import TransformStamped
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from transforms3d.quaternions import mat2quat
-
-from sa4depth_core.errors import InputError
 
 try:
     from tf2_ros import StaticTransformBroadcaster, TransformBroadcaster
@@ -89,30 +86,3 @@ class TransformPublisher:
             self._static_sender = (StaticTransformBroadcaster(self._node) if self.backend == "tf2_ros"
                                    else _TopicSender(self._node, "/tf_static", TF_STATIC_QOS))
         self._static_sender.sendTransform(list(self._static.values()))
-
-
-def pose_to_transform_stamped(T: np.ndarray, parent: str, child: str, stamp) -> TransformStamped:
-    """TransformStamped for the pose of frame `child` in frame `parent`.
-
-    Args:
-        T: (4, 4) rigid transform mapping points in `child` coordinates to `parent` coordinates.
-        stamp: builtin_interfaces/Time or rclpy.time.Time.
-    """
-    T = np.asarray(T, dtype=np.float64)
-    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-        raise InputError(f"pose must be a finite (4, 4) matrix, got shape {T.shape}")
-    R = T[:3, :3]
-    if not np.allclose(R.T @ R, np.eye(3), atol=1e-4) or np.linalg.det(R) <= 0:
-        raise InputError(f"pose {parent} -> {child} has a rotation block that is not a rotation: {R.tolist()}")
-    w, x, y, z = mat2quat(R)
-    msg = TransformStamped()
-    msg.header.stamp = stamp.to_msg() if hasattr(stamp, "to_msg") else stamp
-    msg.header.frame_id = parent
-    msg.child_frame_id = child
-    msg.transform.translation.x, msg.transform.translation.y, msg.transform.translation.z = (
-        float(v) for v in T[:3, 3])
-    msg.transform.rotation.x = float(x)
-    msg.transform.rotation.y = float(y)
-    msg.transform.rotation.z = float(z)
-    msg.transform.rotation.w = float(w)
-    return msg

@@ -1,7 +1,8 @@
 """trainer_node: keeps fine-tuning the depth, pose and feature networks on what the camera sees,
 and hands weights that scored better to the perception node without stopping it.
 
-Scheduling: the image (+ CameraInfo) callback only decodes the frame and offers it to
+Scheduling: the image (+ CameraInfo) callback only decodes the frame, makes it pinhole as the
+perception node does (camera_info.PinholeFrames), and offers it to
 `sa4depth_core.online.OnlineLearner` (keyframe selection, replay and validation buffers); a
 `BackgroundTrainer` thread trains with the `threads` / `duty_cycle` budget and evaluates every
 `eval_every` steps. A candidate that passes the gate is announced on `model_update`
@@ -11,82 +12,51 @@ only after a smoke inference). With `bags` set, recorded images feed the same le
 
 Services (std_srvs/Trigger): ~/start, ~/pause, ~/save. /diagnostics: state, steps/s, buffer
 fill, scores, deployed model id, rollbacks, write errors. All learning logic lives in
-sa4depth_core.online; parameters are listed in config/trainer.yaml.
+sa4depth_core.online; the parameters are params.TRAINER, listed with their defaults in
+config/trainer.yaml.
 """
 from __future__ import annotations
 
 import json
 import threading
 import time
-from dataclasses import fields
 
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rcl_interfaces.srv import SetParameters
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.exceptions import InvalidServiceNameException
-from rclpy.expand_topic_name import expand_topic_name
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.validate_full_topic_name import validate_full_topic_name
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from sa4depth_core.config import Config
 from sa4depth_core.data.bag_sequence import open_bag_sequences
 from sa4depth_core.errors import InputError
-from sa4depth_core.infer import select_device
 from sa4depth_core.online import (
     BackgroundTrainer,
     EvalOutcome,
     OnlineLearner,
-    OnlineOptions,
     feed_sequence,
 )
 from sa4depth_core.online.learner import DEPLOYED
 
 from . import params
-from .camera_info import frame_intrinsics
+from .camera_info import PinholeFrames
 from .diagnostics import ERROR, OK, WARN, make_array, make_status, worst_level
-from .image_codec import image_to_rgb
-from .qos import QOS_NAMES, qos_from_string
+from .image_codec import decode_rgb
 from .node_main import run_node, torch_device
+from .qos import qos_from_string
 from .stamps import stamp_seconds
 from .sync import make_image_info_sync
 
 NODE_NAME = "trainer_node"
 RECENT_S = 30.0  # a write error or rollback stays in the diagnostics message this long
 LOG_THROTTLE_S = 5.0
-
-# Parameters of the node itself; every OnlineOptions field is a parameter too (same name).
-NODE_PARAMS = {
-    "init_checkpoint": ("", ("weights to start from when out_dir holds no checkpoint: project .pt or "
-                             "Monodepth2 folder; empty = random initialisation")),
-    "device": ("auto", "auto | cpu | cuda | cuda:N"),
-    "threads": (1, ("torch CPU threads for training (0 = torch default); keep below the core count so "
-                    "inference keeps its rate")),
-    "duty_cycle": (1.0, "fraction of wall time spent training, (0, 1]; lower leaves the CPU/GPU to inference"),
-    "autostart": (True, "start training at once (else wait for ~/start)"),
-    "save_on_exit": (True, "write the current weights on shutdown, so a restart resumes from them"),
-    "input_width": (0, "network width for random initialisation (0 = 640); a checkpoint brings its own"),
-    "input_height": (0, "network height for random initialisation (0 = 192)"),
-    "perception_node": ("perception_node", ("node whose checkpoint parameter is set and whose reload_model "
-                                            "is called on deployment (a relative name is in this node's "
-                                            "namespace); empty = publish model_update only")),
-    "reload_timeout": (30.0, "seconds to wait for the perception node's parameter and reload services"),
-    "bags": ("", "bag directories or .mcap/.db3 files, comma separated, to train on (offline fine-tuning)"),
-    "bag_image_topic": ("", "image topic in the bags (empty = the only one)"),
-    "bag_camera_info_topic": ("", "CameraInfo topic in the bags (empty = next to the image topic)"),
-    "steps_per_triplet": (2, "bags: training steps per new triplet before the next frames are read"),
-    "intrinsics": ([0.0, 0.0, 0.0, 0.0], "fx, fy, cx, cy of the live images; all 0 = pair with camera_info"),
-    "sync_slop": (0.02, "largest image/CameraInfo stamp difference that pairs (s)"),
-    "qos.image": ("sensor_data", "QoS of the image and camera_info subscriptions: " + " | ".join(QOS_NAMES)),
-    "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
-}
-NODE_DEFAULT_OPTIONS = {"out_dir": "~/.ros/sa4depth/online"}
-LIVE = {"lr", "duty_cycle", "margin", "eval_every", "perception_node", "reload_timeout"}
 
 
 def model_update_qos() -> QoSProfile:
@@ -95,39 +65,15 @@ def model_update_qos() -> QoSProfile:
                       history=HistoryPolicy.KEEP_LAST, depth=1)
 
 
-def _check_node_values(v: dict) -> None:
-    if not 0 < v["duty_cycle"] <= 1:
-        raise InputError(f"parameter 'duty_cycle' must be in (0, 1], got {v['duty_cycle']}")
-    if v["threads"] < 0 or v["input_width"] < 0 or v["input_height"] < 0 or v["steps_per_triplet"] < 0:
-        raise InputError("parameters threads, input_width, input_height and steps_per_triplet must be >= 0")
-    for name in ("input_width", "input_height"):
-        if v[name] and (v[name] % 32 or v[name] < 64):
-            raise InputError(f"parameter '{name}' must be 0 or a multiple of 32 of at least 64, got {v[name]}")
-    if not v["reload_timeout"] > 0 or not v["diagnostics_period"] > 0 or v["sync_slop"] < 0:
-        raise InputError("parameters reload_timeout and diagnostics_period must be > 0 and sync_slop >= 0")
-    reason = params.intrinsics_problem(v["intrinsics"])
-    if reason:
-        raise InputError(f"parameter 'intrinsics' {reason}")
-    if v["qos.image"] not in QOS_NAMES:
-        raise InputError(f"parameter 'qos.image' must be one of {', '.join(QOS_NAMES)}, got '{v['qos.image']}'")
-    target = v["perception_node"].strip()
-    if target:
-        try:
-            validate_full_topic_name(expand_topic_name(f"{target}/reload_model", NODE_NAME, "/"), is_service=True)
-        except (ValueError, InvalidServiceNameException) as exc:
-            raise InputError(f"parameter 'perception_node' is not a usable node name: '{target}' ({exc})") from exc
-    select_device(v["device"])
-
-
 class TrainerNode(Node):
     """See the module docstring. Raises InputError at construction for unusable parameters or an
     init checkpoint that does not load; write errors later are reported, never raised."""
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
-        self.values = self._declare()
+        self.values = params.TRAINER.declare(self)
         v = self.values
-        options = OnlineOptions.from_dict({f.name: v[f.name] for f in fields(OnlineOptions)})
+        options = params.online_options(v)
         self.device = torch_device(self, v["device"], v["threads"])
         cfg = Config()
         cfg.model.height = v["input_height"] or cfg.model.height
@@ -146,13 +92,18 @@ class TrainerNode(Node):
         self.slow_callback_groups = (control,)  # ~/save writes a checkpoint
         self._update_pub = self.create_publisher(String, "model_update", model_update_qos())
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._pinhole = PinholeFrames(v["rectified_images"], v["undistort"])
+        compressed = v["image_transport"] == "compressed"
         self._sync = make_image_info_sync(
-            self, "image", None if any(v["intrinsics"]) else "camera_info", self._on_frame,
-            qos_from_string(v["qos.image"]), slop=v["sync_slop"])
+            self, self.resolve_topic_name("image") + "/compressed" if compressed else "image",
+            None if any(v["intrinsics"]) else "camera_info", self._on_frame, qos_from_string(v["qos.image"]),
+            slop=v["sync_slop"], image_type=CompressedImage if compressed else Image)
         self.create_service(Trigger, "~/start", self._srv_start, callback_group=control)
         self.create_service(Trigger, "~/pause", self._srv_pause, callback_group=control)
         self.create_service(Trigger, "~/save", self._srv_save, callback_group=control)
-        self.create_timer(v["diagnostics_period"], self._publish_diagnostics, callback_group=control)
+        # steady time: on a replay's /clock, which jumps back when the bag loops, the timer would stop
+        self.create_timer(v["diagnostics_period"], self._publish_diagnostics, callback_group=control,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.trainer = BackgroundTrainer(self.learner, v["duty_cycle"], v["threads"], self._on_outcome)
@@ -170,46 +121,28 @@ class TrainerNode(Node):
             f"with {v['threads'] or torch.get_num_threads()} thread(s), duty cycle {v['duty_cycle']:g}")
 
     # -- parameters -----------------------------------------------------------------------------
-    def _declare(self) -> dict:
-        specs = {f.name: (NODE_DEFAULT_OPTIONS.get(f.name, f.default),
-                          f"online learning: {f.name} (see sa4depth_core.online.OnlineOptions)")
-                 for f in fields(OnlineOptions)}
-        specs.update(NODE_PARAMS)
-        values = {}
-        for name, (default, description) in specs.items():
-            descriptor = ParameterDescriptor(description=description, read_only=name not in LIVE,
-                                             dynamic_typing=isinstance(default, float))
-            values[name] = params.coerce(default, self.declare_parameter(name, default, descriptor).value, name)
-        self._defaults = {name: default for name, (default, _) in specs.items()}
-        _check_node_values(values)
-        return values
-
     def _on_set_parameters(self, changed) -> SetParametersResult:
         try:
-            new = {p.name: params.coerce(self._defaults[p.name], p.value, p.name) for p in changed
-                   if p.name in self._defaults}
-            candidate = {**self.values, **new}
-            _check_node_values(candidate)
-            OnlineOptions.from_dict({f.name: candidate[f.name] for f in fields(OnlineOptions)})
-        except (InputError, TypeError) as exc:
+            candidate = params.TRAINER.changed(self.values, changed)
+            params.online_options(candidate)
+        except InputError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        self.values = candidate
-        if "lr" in new:
-            self.learner.set_lr(new["lr"])
-        if "margin" in new:
-            self.learner.options.margin = new["margin"]
-        if "eval_every" in new:
-            self.learner.options.eval_every = new["eval_every"]
-        if "duty_cycle" in new:
-            self.trainer.duty_cycle = new["duty_cycle"]
+        self.values, names = candidate, {p.name for p in changed}
+        if "lr" in names:
+            self.learner.set_lr(candidate["lr"])
+        if "margin" in names:
+            self.learner.options.margin = candidate["margin"]
+        if "eval_every" in names:
+            self.learner.options.eval_every = candidate["eval_every"]
+        if "duty_cycle" in names:
+            self.trainer.duty_cycle = candidate["duty_cycle"]
         return SetParametersResult(successful=True)
 
     # -- input ----------------------------------------------------------------------------------
     def _on_frame(self, image, info) -> None:
         self._frames_in += 1
         try:
-            rgb = image_to_rgb(image)
-            K = frame_intrinsics(info, rgb.shape[:2], params.intrinsics_matrix(self.values["intrinsics"]))
+            rgb, K = self._pinhole(decode_rgb(image), info, params.intrinsics_matrix(self.values["intrinsics"]))
             self.learner.add_frame(rgb, K, stamp_seconds(image.header.stamp))
         except InputError as exc:
             self._decode_rejected += 1

@@ -17,7 +17,8 @@ from std_msgs.msg import Header
 
 from sa4depth_core.data.image_msg import COLOUR_ENCODINGS, IMAGE_LAYOUTS
 from sa4depth_core.errors import InputError
-from sa4depth_ros.camera_info import distortion_note, frame_intrinsics, scaled_camera_info
+from sa4depth_core.geometry import scale_intrinsics
+from sa4depth_ros.camera_info import K_to_camera_info, distortion_note, frame_intrinsics
 from sa4depth_ros.image_codec import compressed_to_rgb, decode_rgb, msg_to_depth
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -143,7 +144,8 @@ def test_camera_info_is_refused_or_passed_on_finite(info, out_hw):
         return
     assert K.shape == (3, 3) and np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0
     assert isinstance(distortion_note(info), str)
-    out = scaled_camera_info(info, out_hw[1], out_hw[0])  # a checked message always rescales
+    # depth/camera_info of a checked message: its intrinsics at the network size
+    out = K_to_camera_info(scale_intrinsics(K, out_hw[1] / 640, out_hw[0] / 480), out_hw[1], out_hw[0], info.header)
     assert (out.height, out.width) == out_hw
     for field in ("k", "d", "r", "p"):
         assert all(map(math.isfinite, getattr(out, field))), field

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,11 @@ from sa4depth_ros.perception_node import NODE_NAME, TOPICS
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = {name: REPO / "launch" / name for name in ("sa4depth.launch.py", "kitti_replay.launch.py")}
+TABLES = {NODE_NAME: (params.PERCEPTION, REPO / "config" / "sa4depth.yaml"),
+          trainer_node.NODE_NAME: (params.TRAINER, REPO / "config" / "trainer.yaml")}
+# The robot launch departs from the node's defaults on purpose: metres, from a height it is given.
+ROBOT_DEFAULTS = {"scale_mode": "camera_height"}
+REQUIRED = {"camera_height"}  # launch arguments without a default
 EXTERNAL = {("rviz2", "rviz2")}  # (package, executable) from other ROS packages
 # launch arguments whose sa4depth-run option has another name
 OPTION_NAMES = {"use_rviz": "rviz"}
@@ -115,9 +121,10 @@ def _launch_model(path: Path):
     return arguments, nodes
 
 
-def _yaml_parameters() -> dict:
-    data = yaml.safe_load((REPO / "config" / "sa4depth.yaml").read_text())
-    assert list(data) == [f"/**/{NODE_NAME}"]
+def _yaml_parameters(node_name: str = NODE_NAME) -> dict:
+    """{dotted parameter name: value} of a node's YAML file."""
+    data = yaml.safe_load(TABLES[node_name][1].read_text())
+    assert list(data) == [f"/**/{node_name}"]
     flat = {}
 
     def walk(prefix, tree):
@@ -126,13 +133,8 @@ def _yaml_parameters() -> dict:
                 walk(prefix + key + ".", value)
             else:
                 flat[prefix + key] = value
-    walk("", data[f"/**/{NODE_NAME}"]["ros__parameters"])
+    walk("", data[f"/**/{node_name}"]["ros__parameters"])
     return flat
-
-
-def _trainer_yaml_parameters() -> dict:
-    data = yaml.safe_load((REPO / "config" / "trainer.yaml").read_text())
-    return data[f"/**/{trainer_node.NODE_NAME}"]["ros__parameters"]
 
 
 def test_settings_cover_every_parameter_spec():
@@ -140,21 +142,42 @@ def test_settings_cover_every_parameter_spec():
     assert {f.name for f in fields(params.Settings)} == {params.field_name(s.name) for s in params.SPECS}
 
 
-def test_yaml_sets_every_declared_parameter_to_its_default():
-    values = _yaml_parameters()
-    assert set(values) == set(params.BY_NAME), "YAML and declared parameters differ"
+@pytest.mark.parametrize("node_name", sorted(TABLES))
+def test_yaml_sets_every_declared_parameter_to_its_default(node_name):
+    table = TABLES[node_name][0]
+    values = _yaml_parameters(node_name)
+    assert set(values) == set(table.by_name), "YAML and declared parameters differ"
     for name, value in values.items():
-        checked = params.check_value(name, value)
-        default = params.BY_NAME[name].default
+        checked = table.check_value(name, value)
+        default = table.by_name[name].default
         assert checked == pytest.approx(default) if isinstance(default, (float, list)) else checked == default, name
-    params.Settings.from_values(values)
+    if node_name == NODE_NAME:
+        params.Settings.from_values(values)
+    else:
+        params.online_options(table.checked(values))
+
+
+@pytest.mark.parametrize("node_name", sorted(TABLES))
+def test_every_number_has_a_range_in_its_descriptor(node_name):
+    for spec in TABLES[node_name][0].specs:
+        if isinstance(spec.default, (int, float)) and not isinstance(spec.default, bool) and spec.name != "lr":
+            descriptor = spec.descriptor()
+            ranges = descriptor.floating_point_range or descriptor.integer_range
+            assert len(ranges) == 1 and ranges[0].from_value <= spec.default <= ranges[0].to_value, spec.name
+
+
+def test_trainer_bounds_name_online_options():
+    from dataclasses import fields
+
+    from sa4depth_core.online import OnlineOptions
+    assert set(params.TRAINER_OPTION_BOUNDS) <= {f.name for f in fields(OnlineOptions)}
 
 
 def test_interface_doc_names_every_parameter_topic_and_service():
-    from sa4depth_ros.perception_node import SERVICES
+    from sa4depth_ros.perception_node import SERVICES, SET_POSE_TOPIC
 
     doc = (REPO / "docs" / "ros_interface.md").read_text()
-    for name in [s.name for s in params.SPECS] + list(TOPICS) + list(SERVICES):
+    for name in [s.name for s in params.SPECS] + list(TOPICS) + list(SERVICES) + [SET_POSE_TOPIC]:
         assert f"`{name}`" in doc, name
 
 
@@ -162,7 +185,7 @@ def test_interface_doc_names_every_parameter_topic_and_service():
 def test_launch_nodes_exist_and_set_declared_parameters(launch_file):
     scripts = _console_scripts()
     arguments, nodes = _launch_model(LAUNCH[launch_file])
-    yaml_values = _yaml_parameters()
+    yaml_values = {name: _yaml_parameters(name) for name in TABLES}
     for node in nodes:
         key = (node["package"], node["executable"])
         if node["package"] == run.PACKAGE:
@@ -170,24 +193,33 @@ def test_launch_nodes_exist_and_set_declared_parameters(launch_file):
             assert scripts[node["executable"]].split(":")[0] == run.MODULES[node["executable"]]
         else:
             assert key in EXTERNAL, key
-        if node["executable"] == "perception_node":
-            assert node["name"] == NODE_NAME  # the YAML is keyed by this name
-            assert set(node["overrides"]) <= set(params.BY_NAME) | {"use_sim_time"}
-            assert [r[0] for r in node["remappings"]] == ["image", "camera_info"]
+        if node["executable"] in TABLES:  # the YAML is keyed by the node's name
+            assert node["name"] == node["executable"]
+            table = TABLES[node["name"]][0]
+            assert set(node["overrides"]) <= set(table.by_name) | {"use_sim_time"}
             for name, value in node["overrides"].items():
                 literal = arguments[value[1]] if isinstance(value, tuple) else value
-                if name in params.BY_NAME:
-                    typed = params.check_value(name, type(params.BY_NAME[name].default)(literal))
-                    if launch_file == "sa4depth.launch.py":  # launching with no arguments = the YAML
-                        assert typed == yaml_values[name], name
+                if name not in table.by_name:
+                    continue
+                if literal is None:  # a required argument: there is no value to check
+                    assert launch_file == "sa4depth.launch.py" and value == ("arg", name) and name in REQUIRED, name
+                    continue
+                default = table.by_name[name].default
+                value = literal == "true" if isinstance(default, bool) else type(default)(literal)
+                typed = table.check_value(name, value)
+                if launch_file == "sa4depth.launch.py":  # launching with only the required arguments = the YAML
+                    assert typed == ROBOT_DEFAULTS.get(name, yaml_values[node["name"]][name]), name
+        if node["executable"] == "perception_node":
+            assert [r[0] for r in node["remappings"]] == ["image", "camera_info"]
+            assert REQUIRED <= set(node["overrides"])
         if node["executable"] == "trainer_node":
-            trainer_yaml = _trainer_yaml_parameters()
-            assert node["name"] == trainer_node.NODE_NAME
+            trainer_yaml = yaml_values[trainer_node.NODE_NAME]
             assert node["condition"] == "IfCondition(LaunchConfiguration('online_learning'))"
-            assert set(node["overrides"]) <= set(trainer_yaml) | {"use_sim_time"}
             assert node["remappings"] == [("image", ("arg", "image_topic")),
                                           ("camera_info", ("arg", "camera_info_topic"))]
-            # the trainer starts from the perception node's model, on the same device
+            # the trainer starts from the perception node's model, on the same device, and reads the same stream
+            for name in ("image_transport", "rectified_images"):
+                assert node["overrides"][name] == ("arg", name)
             assert node["overrides"]["init_checkpoint"] == ("arg", "checkpoint")
             assert node["overrides"]["device"] == ("arg", "device")
             assert arguments["checkpoint"] == trainer_yaml["init_checkpoint"]
@@ -214,11 +246,15 @@ def _resolve(value, arguments, given):
 
 
 @pytest.mark.parametrize("launch_file, argv, given", [
-    ("sa4depth.launch.py", ["--rviz"], {"use_rviz": "true"}),
-    ("sa4depth.launch.py", ["--rviz", "--namespace", "car", "--image-topic", "/cam/image"],
-     {"use_rviz": "true", "namespace": "car", "image_topic": "/cam/image"}),
-    ("sa4depth.launch.py", ["--online-learning", "--checkpoint", "/m.pt", "--namespace", "car"],
-     {"online_learning": "true", "checkpoint": "/m.pt", "namespace": "car"}),
+    ("sa4depth.launch.py", ["--rviz", "--camera-height", "0.4"], {"use_rviz": "true", "camera_height": "0.4"}),
+    ("sa4depth.launch.py", ["--rviz", "--namespace", "car", "--image-topic", "/cam/image", "--camera-height", "1.2",
+                            "--image-transport", "compressed", "--rectified-images", "false"],
+     {"use_rviz": "true", "namespace": "car", "image_topic": "/cam/image", "camera_height": "1.2",
+      "image_transport": "compressed", "rectified_images": "false"}),
+    ("sa4depth.launch.py", ["--online-learning", "--checkpoint", "/m.pt", "--namespace", "car", "--camera-height", "0",
+                            "--scale-mode", "relative"],
+     {"online_learning": "true", "checkpoint": "/m.pt", "namespace": "car", "camera_height": "0",
+      "scale_mode": "relative"}),
     ("kitti_replay.launch.py", ["--bag", "/b", "--online-learning", "--device", "cpu"],
      {"bag": "/b", "online_learning": "true", "device": "cpu", "use_rviz": "false"}),
     ("kitti_replay.launch.py", ["--bag", "/data/bag"], {"bag": "/data/bag", "use_rviz": "false"}),
@@ -265,22 +301,32 @@ def test_rviz_config_shows_the_node_outputs_in_the_odom_frame():
 
 def test_dry_run_prints_ros_args():
     out = subprocess.run([sys.executable, "-m", "sa4depth_ros.run", "--dry-run", "--namespace", "cam",
-                          "--checkpoint", "", "-p", "points_stride:=2"],
+                          "--checkpoint", "", "--camera-height", "0.5", "-p", "points_stride:=2"],
                          capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.count("\n") == 1
     assert ("-r __node:=perception_node -r __ns:=/cam --params-file" in out and "-p checkpoint:=''" in out
-            and "-p points_stride:=2" in out and "-r image:=image" in out)
+            and "-p points_stride:=2" in out and "-r image:=image" in out and "-p camera_height:=0.5" in out
+            and "-p scale_mode:=camera_height" in out)
+
+
+def test_sa4depth_run_needs_the_camera_height_of_a_live_camera():
+    done = subprocess.run([sys.executable, "-m", "sa4depth_ros.run", "--dry-run"], capture_output=True, text=True,
+                          cwd=REPO)
+    assert done.returncode == 2 and "--camera-height is required" in done.stderr, done.stderr
+    replay = subprocess.run([sys.executable, "-m", "sa4depth_ros.run", "--dry-run", "--bag", "/b"],
+                            capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert f"-p camera_height:={run.KITTI_CAMERA_HEIGHT}" in replay and "-p scale_mode:=camera_height" in replay
 
 
 def _start_run(domain, *extra):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "sa4depth_ros.run", "--domain-id", str(domain),
-           "-p", "input_width:=128", "-p", "input_height:=64", "-p", "threads:=1", *extra]
+           "-p", "input_width:=128", "-p", "input_height:=64", "-p", "threads:=1", "-p", "backend:=torch", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_sa4depth_run_stops_when_the_node_cannot_start(ros_domain):
-    proc = _start_run(ros_domain, "-p", "scale_mode:=metric")
+    proc = _start_run(ros_domain, "--camera-height", "0.5", "-p", "scale_mode:=metric")
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, output
     assert "scale_mode" in output and "metric" in output
@@ -293,13 +339,14 @@ def test_sa4depth_run_graph_with_intrinsics_namespace_and_remap(ros_domain, synt
     seq = KittiOdometrySequence(synth_root, "01")
     K = seq.intrinsics()
     intrinsics = f"[{K[0, 0]}, {K[1, 1]}, {K[0, 2]}, {K[1, 2]}]"
-    proc = _start_run(ros_domain, "--namespace", "cam", "--image-topic", "rgb", "-p", f"intrinsics:={intrinsics}")
-    client = FrameClient(ros_domain, namespace="cam", image_topic="rgb", topics=("depth", "depth/camera_info"))
+    proc = _start_run(ros_domain, "--namespace", "cam", "--image-topic", "rgb", "-p", f"intrinsics:={intrinsics}",
+                      "--camera-height", "0", "--scale-mode", "relative")
+    client = FrameClient(ros_domain, namespace="cam", image_topic="rgb", topics=("depth/image", "depth/camera_info"))
     try:
-        assert client.wait_connected(timeout=40, info=False, outputs=("depth", "depth/camera_info"))
+        assert client.wait_connected(timeout=40, info=False, outputs=("depth/image", "depth/camera_info"))
         seconds = client.warm_up(seq.image(0), None, timeout=60)
         assert seconds is not None, "no depth through sa4depth-run"
-        info = client.with_stamp("depth/camera_info", client.messages("depth")[-1].header.stamp, 10)
+        info = client.with_stamp("depth/camera_info", client.messages("depth/image")[-1].header.stamp, 10)
         np.testing.assert_allclose(np.reshape(info.k, (3, 3)), K)
         assert client.declared_parameters() >= set(params.BY_NAME) | {"use_sim_time"}
         diag = client.diagnostics(timeout=10, predicate=lambda d: d["sync"] == "image_only")
@@ -319,9 +366,9 @@ def test_sa4depth_run_replays_a_kitti_bag(ros_domain, synth_root, tmp_path):
     bag = tmp_path / "bag"
     convert(synth_root / "sequences" / "01", bag)
     proc = _start_run(ros_domain, "--bag", str(bag), "--loop", "--rate", "2")
-    client = FrameClient(ros_domain, topics=("depth", "odom"))
+    client = FrameClient(ros_domain, topics=("depth/image", "odom"))
     try:
-        depth = client.wait_for(lambda: client.messages("depth"), timeout=60)
+        depth = client.wait_for(lambda: client.messages("depth/image"), timeout=60)
         assert depth, "no depth from the replayed bag"
         assert depth[0].header.frame_id == "camera_color_left" and (depth[0].height, depth[0].width) == (64, 128)
         odom = client.wait_for(lambda: client.messages("odom"), timeout=20)
@@ -329,10 +376,15 @@ def test_sa4depth_run_replays_a_kitti_bag(ros_domain, synth_root, tmp_path):
         # The two subscriptions match the node at different moments, so the first odometry may belong
         # to a frame whose depth arrived before the depth subscription did; the looping bag repeats it.
         def shared_stamps():
-            depth_stamps = {(d.header.stamp.sec, d.header.stamp.nanosec) for d in client.messages("depth")}
+            depth_stamps = {(d.header.stamp.sec, d.header.stamp.nanosec) for d in client.messages("depth/image")}
             return depth_stamps & {(o.header.stamp.sec, o.header.stamp.nanosec) for o in client.messages("odom")}
 
         assert client.wait_for(shared_stamps, timeout=30), "odometry never carried a depth frame's stamp"
+        # /diagnostics on the bag's looping /clock, with KITTI's height and the bag's camera mounting
+        d = client.diagnostics(timeout=20, after=time.monotonic(), predicate=lambda d: (
+            d["extrinsic"].startswith("tf") and "camera_height 1.65 m" in d["scale"]))
+        assert d is not None, "no diagnostics with KITTI's camera height and the bag's camera mounting"
+        assert d["extrinsic"] == "tf (base_link -> camera_color_left)"
     finally:
         client.close()
         proc.send_signal(signal.SIGINT)

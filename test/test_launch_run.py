@@ -86,7 +86,8 @@ def test_colcon_build_installs_scripts_launch_files_and_config(install_space):
 def _small_params(prefix: Path, path: Path) -> Path:
     """The installed sa4depth.yaml with a tiny network input and one torch thread."""
     data = yaml.safe_load((prefix / "share" / PACKAGE / "config" / "sa4depth.yaml").read_text())
-    data["/**/perception_node"]["ros__parameters"].update(input_width=128, input_height=64, threads=1)
+    data["/**/perception_node"]["ros__parameters"].update(input_width=128, input_height=64, threads=1, backend="torch",
+                                                          precision="fp32")
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -160,24 +161,29 @@ def test_sa4depth_launch_runs_the_node_in_a_namespace_from_the_install_space(fro
 
     seq = KittiOdometrySequence(synth_root, "00")
     run = _Run("sa4depth.launch.py", {
-        "namespace": "cam", "image_topic": "rgb", "device": "cpu", "use_rviz": "false",
+        "namespace": "cam", "image_topic": "rgb", "device": "cpu", "use_rviz": "false", "camera_height": "0.8",
         "params_file": str(_small_params(from_install, tmp_path / "params.yaml"))})
 
     def check(run):
         run.wait_started(1, timeout=60)
-        client = FrameClient(ros_domain, namespace="cam", image_topic="rgb", topics=("depth", "depth/camera_info"))
+        client = FrameClient(ros_domain, namespace="cam", image_topic="rgb",
+                             topics=("depth/image", "depth/camera_info"))
         try:
             deadline = time.monotonic() + 90
-            while not client.wait_connected(timeout=1, outputs=("depth", "depth/camera_info")):
+            while not client.wait_connected(timeout=1, outputs=("depth/image", "depth/camera_info")):
                 run.assert_running()
-                assert time.monotonic() < deadline, "perception_node never matched /cam/rgb and /cam/depth"
+                assert time.monotonic() < deadline, "perception_node never matched /cam/rgb and /cam/depth/image"
             seconds = client.warm_up(seq.image(0), seq.intrinsics(), timeout=90)
             assert seconds is not None, "no depth for an image sent to /cam/rgb"
-            depth = client.messages("depth")[-1]
+            depth = client.messages("depth/image")[-1]
             assert (depth.height, depth.width) == seq.image(0).shape[:2]
             assert client.with_stamp("depth/camera_info", depth.header.stamp, 10) is not None
             # the node's services live in the namespace, under the name the YAML is keyed by
             assert client.declared_parameters() >= set(params.BY_NAME)
+            # metres from the height the launch was given (an untrained model fits no ground plane yet)
+            d = client.diagnostics(timeout=10, after=time.monotonic(),
+                                   predicate=lambda d: "camera_height 0.8 m" in d["scale"])
+            assert d is not None, "no diagnostics in /cam with the scale from the camera_height argument"
             run.assert_running()
         finally:
             client.close()
@@ -185,6 +191,13 @@ def test_sa4depth_launch_runs_the_node_in_a_namespace_from_the_install_space(fro
     code = run.run(check)
     assert run.executables() == ["perception_node"]
     run.assert_clean_exit(code, from_install)
+
+
+def test_sa4depth_launch_without_a_camera_height_stops_before_starting_anything(from_install, caplog):
+    run = _Run("sa4depth.launch.py", {"device": "cpu", "use_rviz": "false"})
+    assert run.service.run() == 1 and not run.started
+    assert "missing required argument 'camera_height'" in caplog.text  # launch's own error, with the description
+    assert "height above the ground in metres" in caplog.text
 
 
 def test_kitti_replay_launch_plays_a_bag_into_the_node(from_install, ros_domain, synth_root, tmp_path):
@@ -199,18 +212,23 @@ def test_kitti_replay_launch_plays_a_bag_into_the_node(from_install, ros_domain,
 
     def check(run):
         run.wait_started(2, timeout=60)
-        client = FrameClient(ros_domain, topics=("depth", "odom"))
+        client = FrameClient(ros_domain, topics=("depth/image", "odom"))
         try:
             def shared_stamps():
                 # odometry for a frame whose depth also arrived: the whole graph ran on the bag
                 run.assert_running()
-                depth = {(d.header.stamp.sec, d.header.stamp.nanosec) for d in client.messages("depth")}
+                depth = {(d.header.stamp.sec, d.header.stamp.nanosec) for d in client.messages("depth/image")}
                 return depth & {(o.header.stamp.sec, o.header.stamp.nanosec) for o in client.messages("odom")}
 
             assert client.wait_for(shared_stamps, timeout=120), "no odometry and depth of the same bag frame"
-            depth = client.messages("depth")[-1]
+            depth = client.messages("depth/image")[-1]
             assert depth.header.frame_id == "camera_color_left" and (depth.height, depth.width) == (64, 128)
             assert client.messages("odom")[-1].header.frame_id == "odom"
+            # KITTI's camera height, and the camera's mounting from the bag's /tf_static
+            d = client.diagnostics(timeout=20, after=time.monotonic(), predicate=lambda d: (
+                d["extrinsic"].startswith("tf") and "camera_height 1.65 m" in d["scale"]))
+            assert d is not None, "no diagnostics with KITTI's camera height and the bag's camera mounting"
+            assert d["extrinsic"] == "tf (base_link -> camera_color_left)"
         finally:
             client.close()
 

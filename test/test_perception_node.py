@@ -49,7 +49,7 @@ class Node:
         self.i += 1
         self.t += 0.1
         stamp = self.client.send(rgb, self.K if K is None else K, self.t, frame_id)
-        depth = self.client.with_stamp("depth", stamp, TIMEOUT)
+        depth = self.client.with_stamp("depth/image", stamp, TIMEOUT)
         assert depth is not None, f"no depth for the frame at {self.t:.1f} s; node log:\n{self.output()}"
         return stamp, depth
 
@@ -61,22 +61,25 @@ class Node:
 
 
 @contextlib.contextmanager
-def running_node(domain, synth_root, tmp, params=(), program=("-m", "sa4depth_ros.perception_node")):
+def running_node(domain, synth_root, tmp, params=(), program=("-m", "sa4depth_ros.perception_node"),
+                 backend="torch", compressed=""):
     """A perception node process (64x128 synthetic frames, `params` as "name:=value" on top of
-    the YAML), connected and warmed up; on leaving, SIGINT must end it cleanly within 30 s.
-    `program` is what the interpreter runs (a module, or "-c" and code that wraps the node)."""
+    the YAML, networks on `backend`), connected and warmed up; on leaving, SIGINT must end it
+    cleanly within 30 s. `program` is what the interpreter runs (a module, or "-c" and code that
+    wraps the node); `compressed` ("png", "jpeg") makes the client send CompressedImage."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, *program, "--ros-args", "--params-file", str(REPO / "config" / "sa4depth.yaml"),
-           "-p", "threads:=1", "-p", "diagnostics_period:=0.5", "-p", f"trajectory_dir:={tmp / 'trajectories'}"]
+           "-p", "threads:=1", "-p", "diagnostics_period:=0.5", "-p", f"trajectory_dir:={tmp / 'trajectories'}",
+           "-p", f"backend:={backend}"] + (["-p", "precision:=fp32"] if backend == "torch" else [])
     for value in params:
         cmd += ["-p", value]
     log = tmp / "node.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    client = FrameClient(domain)
+    client = FrameClient(domain, compressed=compressed)
     node = Node(proc, client, KittiOdometrySequence(synth_root, "00"), tmp, log)
     try:
-        outputs = ("depth", "depth/camera_info", "depth/color", "points", "odom", "path", "/tf", "/diagnostics")
+        outputs = ("depth/image", "depth/camera_info", "depth/color", "points", "odom", "path", "/tf", "/diagnostics")
         assert client.wait_connected(timeout=40.0, outputs=outputs), f"node not connected:\n{node.output()}"
         assert client.warm_up(node.images[0], node.K, start=1.0), f"no depth from the node:\n{node.output()}"
         yield node
@@ -239,7 +242,7 @@ def test_missing_camera_info_is_reported(node):
 def test_live_parameters_are_validated_and_applied(node):
     c = node.client
     rejected = c.set_parameters(input_width=100)[0]
-    assert not rejected[0] and "multiple of 32" in rejected[1]
+    assert not rejected[0] and "multiples of 32" in rejected[1]
     assert not c.set_parameters(scale_mode="metric")[0][0]
     assert not c.set_parameters(device="cpu")[0][0]  # read-only
     assert not c.set_parameters(odom_frame="/odom")[0][0]
@@ -249,15 +252,23 @@ def test_live_parameters_are_validated_and_applied(node):
     _, after = node.frame(rgb)
     np.testing.assert_allclose(msg_to_depth(after), 2.5 * msg_to_depth(before), rtol=1e-5)
     assert node.diagnostics(lambda d: d["scale_mode"] == "fixed") is not None
+    # camera_height mode needs the height: there is no default
+    ok, reason = c.set_parameters(scale_mode="camera_height")[0]
+    assert not ok and "needs the camera_height parameter" in reason
     # an untrained network sees no ground plane: camera_height mode says it is still waiting
-    assert c.set_parameters(scale_mode="camera_height")[0][0]
+    assert all(ok for ok, _ in c.set_parameters(camera_height=1.5, scale_mode="camera_height"))
     node.frame(rgb)
     assert node.diagnostics(lambda d: d["scale_mode"] == "camera_height" and "no ground plane" in d["message"])
     assert c.set_parameters(input_width=64)[0][0]
     stamp, small = node.frame(rgb)
     assert (small.height, small.width) == (64, 64)
     assert c.with_stamp("depth/camera_info", stamp, TIMEOUT).width == 64
-    assert all(ok for ok, _ in c.set_parameters(input_width=128, scale_mode="relative"))
+    assert all(ok for ok, _ in c.set_parameters(input_width=128, scale_mode="relative", camera_height=0.0))
+    # the LM budget at inference: 0 = the model's, up to 100 iterations a level
+    assert c.set_parameters(refine_iterations=1000)[0][0] is False
+    assert all(ok for ok, _ in c.set_parameters(refine_iterations=2, refine_max_points=128))
+    node.frame(rgb)
+    assert all(ok for ok, _ in c.set_parameters(refine_iterations=0, refine_max_points=0))
 
 
 def test_services_reset_save_and_reload(node, tmp_path):

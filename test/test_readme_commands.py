@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sa4depth_core.config import load_config
-from sa4depth_ros import params, trainer_node
+from sa4depth_ros import params
 from test_launch_config import _console_scripts, _launch_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,13 +71,7 @@ def _parse_with_main(module: str, argv: list, monkeypatch) -> argparse.Namespace
 
 
 def _check_ros_args(executable: str, words: list) -> None:
-    declared = {"perception_node": set(params.BY_NAME),
-                "trainer_node": set(trainer_node.NODE_PARAMS) | set(trainer_node.NODE_DEFAULT_OPTIONS)}[executable]
-    if executable == "trainer_node":
-        from dataclasses import fields
-
-        from sa4depth_core.online import OnlineOptions
-        declared |= {f.name for f in fields(OnlineOptions)}
+    declared = {"perception_node": set(params.BY_NAME), "trainer_node": set(params.TRAINER.by_name)}[executable]
     for flag, value in zip(words, words[1:]):
         if flag == "-p":
             assert value.split(":=")[0] in declared, f"{executable} has no parameter {value}"

@@ -11,7 +11,7 @@ from std_msgs.msg import Header
 
 from sa4depth_core.errors import InputError
 from sa4depth_core.pointcloud import depth_to_points
-from sa4depth_ros.camera_info import K_to_camera_info, camera_info_to_K, frame_intrinsics, scaled_camera_info
+from sa4depth_ros.camera_info import K_to_camera_info, PinholeFrames, camera_info_to_K, frame_intrinsics
 from sa4depth_ros.cloud import depth_to_cloud_msg
 from sa4depth_ros.image_codec import (
     UnsupportedImage,
@@ -22,10 +22,11 @@ from sa4depth_ros.image_codec import (
     depth_to_msg,
     image_to_rgb,
     msg_to_depth,
+    rgb_to_compressed,
     rgb_to_msg,
 )
 from sa4depth_ros.qos import qos_from_string, reliable_qos, sensor_qos
-from sa4depth_ros.tf_out import pose_to_transform_stamped
+from sa4depth_ros.pose_msgs import pose_to_transform_stamped
 
 
 def _header(frame="cam_optical", sec=12, nanosec=345):
@@ -202,32 +203,21 @@ def test_camera_info_to_K_validates():
         camera_info_to_K(_info([[-1.0, 0, 1], [0, 1, 1], [0, 0, 1]]))
 
 
-def test_scaled_camera_info_hand_values():
-    K = [[500.0, 0, 319.5], [0, 400.0, 239.5], [0, 0, 1]]
-    P = [[500.0, 0, 319.5, -50.0], [0, 400.0, 239.5, 8.0], [0, 0, 1, 0]]
-    msg = _info(K, p=P)
-    msg.binning_x = msg.binning_y = 1
-    msg.roi.width, msg.roi.height = 640, 480
-    out = scaled_camera_info(msg, 320, 120)
-    # half-pixel convention: c' = (c + 0.5) * s - 0.5
-    np.testing.assert_allclose(out.k.reshape(3, 3), [[250, 0, 159.5], [0, 100, 59.5], [0, 0, 1]])
-    np.testing.assert_allclose(out.p.reshape(3, 4), [[250, 0, 159.5, -25], [0, 100, 59.5, 2], [0, 0, 1, 0]])
-    assert (out.width, out.height, out.binning_x, out.binning_y) == (320, 120, 0, 0)
-    assert (out.roi.width, out.roi.height) == (0, 0)
-    np.testing.assert_array_equal(out.d, msg.d)
-    assert out.distortion_model == "plumb_bob" and out.header.frame_id == "cam_optical"
-    np.testing.assert_array_equal(_info(K).p, np.zeros(12))
-    np.testing.assert_array_equal(scaled_camera_info(_info(K), 320, 240).p, np.zeros(12))
-
-
-def test_scaled_camera_info_rejects_binning():
-    msg = _info([[500.0, 0, 319.5], [0, 400.0, 239.5], [0, 0, 1]])
-    msg.binning_x = 2
-    with pytest.raises(InputError, match="binning 2x0"):
-        scaled_camera_info(msg, 320, 240)
-
-
 K_TEST = [[500.0, 0, 319.5], [0, 400.0, 239.5], [0, 0, 1]]
+P_TEST = [[480.0, 0, 322.0, -24.0], [0, 480.0, 236.0, 0], [0, 0, 1, 0]]
+
+
+def test_rectified_images_are_read_with_P_and_raw_ones_with_K():
+    msg = _info(K_TEST, p=P_TEST)
+    np.testing.assert_array_equal(frame_intrinsics(msg, (480, 640), None, rectified=True), np.array(P_TEST)[:, :3])
+    np.testing.assert_array_equal(frame_intrinsics(msg, (480, 640), None, rectified=False), K_TEST)
+    # not rectified (P all zero): K describes the image when there is no distortion to undo
+    msg = _info(K_TEST)
+    msg.d = [0.0] * 5
+    np.testing.assert_array_equal(frame_intrinsics(msg, (480, 640), None, rectified=True), K_TEST)
+    msg.d = [0.1, 0, 0, 0, 0]
+    with pytest.raises(InputError, match="P is all zero and D is not: are these raw images"):
+        frame_intrinsics(msg, (480, 640), None, rectified=True)
 
 
 @pytest.mark.parametrize("field, index, value, reason", [
@@ -240,42 +230,77 @@ def test_camera_info_arrays_must_be_finite(field, index, value, reason):
     values = np.array(getattr(msg, field))
     values[index] = value
     setattr(msg, field, values)
-    for use in (lambda: frame_intrinsics(msg, (480, 640), None), lambda: scaled_camera_info(msg, 320, 240)):
+    for rectified in (True, False):
         with pytest.raises(InputError, match=reason):
-            use()
+            frame_intrinsics(msg, (480, 640), None, rectified)
 
 
 @pytest.mark.parametrize("model, d, reason", [
     ("plumb_bob", [0.1, 0.2], "model 'plumb_bob' must have 5 values, got 2"),
     ("rational_polynomial", [0.1] * 5, "must have 8 or 12 or 14 values"),
-    ("equidistant", [0.1, 0.0, 0.0, 0.0], "'equidistant' \\(fisheye\\) with non-zero D"),
-    ("kannala_brandt", [0.1, 0.0, 0.0, 0.0], "'kannala_brandt' is unknown"),
-    ("", [0.1], "'' is unknown"),
 ])
-def test_distortion_that_is_not_near_pinhole_is_refused(model, d, reason):
-    msg = _info(K_TEST)
+def test_a_distortion_of_the_wrong_length_is_refused_in_either_mode(model, d, reason):
+    msg = _info(K_TEST, p=P_TEST)
     msg.distortion_model, msg.d = model, d
+    for rectified in (True, False):
+        with pytest.raises(InputError, match=reason):
+            frame_intrinsics(msg, (480, 640), None, rectified)
+
+
+@pytest.mark.parametrize("model, d", [("kannala_brandt", [0.1, 0.0, 0.0, 0.0]), ("", [0.1])])
+def test_an_unknown_distortion_is_refused_on_raw_images_only(model, d):
+    msg = _info(K_TEST, p=P_TEST)
+    msg.distortion_model, msg.d = model, d
+    image = np.zeros((480, 640, 3), np.uint8)
+    # rectified images have had their distortion removed, whatever its model
+    assert PinholeFrames(rectified=True, undistort=True)(image, msg, None)[0] is image
+    with pytest.raises(InputError, match=f"'{model}' is unknown"):
+        PinholeFrames(rectified=False, undistort=True)(image, msg, None)
+
+
+def _binned(sensor_wh, K, binning=(0, 0), roi=(0, 0, 0, 0)):
+    msg = _info(K, width=sensor_wh[0], height=sensor_wh[1])
+    msg.d = [0.0] * 5
+    msg.binning_x, msg.binning_y = binning
+    msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = roi
+    return msg
+
+
+def test_binning_and_a_region_of_interest_give_the_intrinsics_of_the_delivered_pixels():
+    K = [[300.0, 0, 131.0], [0, 310.0, 70.0], [0, 0, 1]]
+    # binning 2: focal lengths halve; a binned pixel's centre is the mean of the two it merges
+    np.testing.assert_allclose(frame_intrinsics(_binned((256, 128), K, (2, 2)), (64, 128), None),
+                               [[150, 0, 65.25], [0, 155, 34.75], [0, 0, 1]])
+    np.testing.assert_allclose(frame_intrinsics(_binned((256, 128), K, (2, 1)), (128, 128), None),
+                               [[150, 0, 65.25], [0, 310, 70], [0, 0, 1]])
+    # a region shifts the principal point by its offset
+    np.testing.assert_allclose(frame_intrinsics(_binned((256, 128), K, roi=(64, 32, 128, 64)), (64, 128), None),
+                               [[300, 0, 67], [0, 310, 38], [0, 0, 1]])
+    # both: cropped on the full-resolution sensor, then binned
+    np.testing.assert_allclose(frame_intrinsics(_binned((512, 256), K, (2, 2), (100, 20, 256, 128)), (64, 128), None),
+                               [[150, 0, 15.25], [0, 155, 24.75], [0, 0, 1]])
+    # a full-frame region is no region
+    np.testing.assert_allclose(frame_intrinsics(_binned((128, 64), K, roi=(0, 0, 128, 64)), (64, 128), None), K)
+
+
+@pytest.mark.parametrize("binning, roi, image_hw, reason", [
+    ((2, 2), (0, 0, 0, 0), (128, 256), "CameraInfo is for 128x64 images \\(sensor 256x128, binning 2x2"),
+    ((0, 0), (200, 0, 128, 64), (64, 128), "roi \\(200, 0, 128x64\\) is not a region of the 256x128 sensor"),
+    ((0, 0), (8, 0, 0, 0), (128, 256), "is not a region"),
+    ((1000, 1), (0, 0, 0, 0), (128, 256), "binning 1000x1 leaves no pixel"),
+])
+def test_binning_or_a_region_that_does_not_fit_is_refused(binning, roi, image_hw, reason):
+    msg = _binned((256, 128), K_TEST, binning, roi)
     with pytest.raises(InputError, match=reason):
-        frame_intrinsics(msg, (480, 640), None)
+        frame_intrinsics(msg, image_hw, None)
 
 
-@pytest.mark.parametrize("model, d", [("plumb_bob", [0.1, -0.2, 0.001, 0.002, 0.03]), ("equidistant", [0.0] * 4),
-                                      ("anything", []), ("rational_polynomial", [0.01] * 8)])
-def test_pinhole_compatible_distortion_is_accepted(model, d):
-    msg = _info(K_TEST)
-    msg.distortion_model, msg.d = model, d
-    np.testing.assert_array_equal(frame_intrinsics(msg, (480, 640), None), K_TEST)
-
-
-def test_binning_and_roi_are_refused_before_any_work():
-    msg = _info(K_TEST)
-    msg.binning_x = 2
-    with pytest.raises(InputError, match="binning 2x0"):
-        frame_intrinsics(msg, (480, 640), None)
-    msg = _info(K_TEST)
-    msg.roi.width, msg.roi.height = 320, 240
-    with pytest.raises(InputError, match="roi"):
-        frame_intrinsics(msg, (480, 640), None)
+def test_a_rectified_region_is_not_guessed():
+    msg = _binned((256, 128), K_TEST, roi=(64, 32, 128, 64))
+    msg.roi.do_rectify = True
+    with pytest.raises(InputError, match="do_rectify"):
+        frame_intrinsics(msg, (64, 128), None, rectified=True)
+    frame_intrinsics(msg, (64, 128), None, rectified=False)  # a raw region is a plain crop
 
 
 def test_a_projection_that_is_not_one_is_refused():
@@ -292,6 +317,11 @@ def test_image_size_is_bounded_before_decoding():
     huge = Image(height=2**16, width=2**15, encoding="rgb8", step=3 * 2**15, data=b"")
     with pytest.raises(UnsupportedImage, match="megapixels"):
         decode_rgb(huge)
+    # a compressed image tells its size once decoded
+    png = rgb_to_compressed(np.zeros((64, 64, 3), np.uint8), _header(), "png")
+    assert decode_rgb(png).shape == (64, 64, 3)
+    with pytest.raises(UnsupportedImage, match="CompressedImage \\(rgb8; png compressed bgr8\\) 64x64 has"):
+        decode_rgb(png, max_pixels=1000)
 
 
 def test_K_to_camera_info():
