@@ -46,7 +46,7 @@ BENCHMARKS = {
     "lm_budget": ("lm_budget", [], ["--steps", "3", "--frames", "8", "--repeats", "2"]),
     "refiner_fit": ("refiner_fit", [], ["--start-steps", "3", "--fit-steps", "3", "--seeds", "0", "1", "--frames", "20"]),
     # quick: its own directory, so that it never replaces the saved pieces of the full study
-    "study": ("study", [], ["--steps", "3", "--sup-steps", "3", "--md2-steps", "3", "--seeds", "0", "1",
+    "study": ("study", [], ["--steps", "3", "--sup-steps", "3", "--pose-steps", "3", "--seeds", "0", "1",
                             "--lrs", "1e-4", "--frames", "20", "--out", str(HERE / "results" / "study_quick")]),
     "kitti2bag_speed": ("kitti2bag_speed", [], ["--frames", "50"]),
     "node_latency": ("node_latency", [], ["--frames", "60"]),

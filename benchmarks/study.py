@@ -4,11 +4,12 @@ made on the validation worlds, the test worlds touched once for the final table.
 Stages (--sections; each uses the saved results of the ones before it):
   start   one start for every arm, from the `pretrain` worlds only: the depth network supervised
           on their exact depth (scale-invariant log loss; it stands in for the ImageNet
-          pre-training of the paper's models), then a short Monodepth2 self-supervised phase with
-          that depth network frozen (train.trainable=pose), so that PoseNet works too and learns
-          the scale of that depth: trained together from a PoseNet that starts near zero motion,
-          the depth shrinks toward the minimum depth to explain the flow (val AbsRel 0.178 ->
-          0.476 in a first run) before PoseNet has caught up
+          pre-training of the paper's models), then PoseNet supervised on their exact relative
+          poses with the depth network frozen, the translations brought to that depth's scale (a
+          stand-in for a pose network trained beforehand). A self-supervised Monodepth2 phase
+          did not make PoseNet work: after 300 steps (lr 1e-4, depth frozen) its translations
+          were 0.047 of the depth's scale, 0.16 at lr 1e-3, and the arms trained from such a
+          start shrank their depth to meet it (Monodepth2 arm, val AbsRel 0.178 -> 0.637)
   select  per arm, the learning rate of --lrs with the lowest median-scaled AbsRel on the `val`
           worlds after --steps steps on the `train` worlds (seed 0)
   final   every arm at its rate for every seed (seed 0's selection run is reused); the start and
@@ -45,10 +46,11 @@ from torch.utils.data import DataLoader, RandomSampler
 
 import common
 from common import RESULTS, evaluate, machine, summarize, train
-from sa4depth_core.checkpoint import atomic_write_bytes, file_sha256, save_checkpoint
+from sa4depth_core.checkpoint import atomic_write_bytes, file_sha256, load_checkpoint, save_checkpoint
 from sa4depth_core.config import load_config
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.sequence import TripletDataset
+from sa4depth_core.geometry import invert_transform, se3_log
 from sa4depth_core.infer import load_model
 from sa4depth_core.model import SA4DepthModel
 from sa4depth_core.networks.depth_decoder import disp_to_depth
@@ -69,6 +71,7 @@ SELECTION_SEED = 0
 # The start is not tuned (it only has to work; its validation AbsRel is printed). Its seed is
 # fixed: the arms' seeds vary their own data order and augmentation, not their start.
 START_LR, START_SEED = 1e-4, 0
+POSE_ROTATION_WEIGHT = 10.0  # radians against translation in depth units: 0.1 rad weighs as 1 unit
 SILOG_LAMBDA = 0.85  # 1 would leave the depth's scale free, 0 is plain log-depth regression
 
 DEPTH_COLUMNS = [("AbsRel", "abs_rel"), ("δ1", "a1"), ("AbsRel, one scale per sequence", "abs_rel_sequence_scale"),
@@ -168,6 +171,52 @@ def pretrain_depth(cfg, seqs: list, steps: int, path: Path) -> dict:
             "loss_last": float(np.mean(losses[-10:]))}
 
 
+def pretrain_pose(cfg, seqs: list, steps: int, init: Path, path: Path) -> dict:
+    """The start's PoseNet: supervised on the exact relative poses of `seqs`, their translation
+    brought to the scale of the (frozen) depth network of `init` by each batch's median
+    prediction/ground-truth depth ratio, so PoseNet and depth agree from the first arm step.
+    Saved at `path` with `init`'s depth network; returns its stats and the depth scale used."""
+    seed_everything(START_SEED)
+    model = SA4DepthModel(cfg)
+    model.load_state_dict(load_checkpoint(init)["model"])
+    model.freeze(SA4DepthModel.FROZEN["pose"])
+    model.train()
+    m = cfg.model
+    data = TripletDataset([KittiOdometrySequence(r, s) for r, s in seqs], m.height, m.width, augment=True,
+                          with_depth=True, seed=START_SEED)
+    loader = DataLoader(data, batch_size=cfg.train.batch_size, collate_fn=collate, drop_last=True,
+                        sampler=RandomSampler(data, generator=torch.Generator().manual_seed(START_SEED)))
+    optimizer = torch.optim.Adam(model.pose_net.parameters(), lr=START_LR)
+    losses, scales, epoch, t0 = [], [], 0, time.time()
+    while len(losses) < steps:
+        data.set_epoch(epoch)
+        for batch in loader:
+            images, gt_poses = batch["images_aug"], batch["pose_gt"].double()
+            with torch.no_grad():
+                pred = model.depth(images[:, 0])
+                gt = F.interpolate(torch.stack(batch["depth_gt"]), size=pred.shape[-2:], mode="nearest")
+                valid = gt > 0
+                scale = float(pred[valid].median() / gt[valid].median())
+            loss = 0.0
+            for i, offset in enumerate(m.frame_offsets[1:], 1):
+                T_gt = invert_transform(gt_poses[:, i]) @ gt_poses[:, 0]  # T_t->s, metres
+                T_gt[:, :3, 3] *= scale
+                error = se3_log(invert_transform(model.relative_pose(images[:, 0], images[:, i], offset).double()) @ T_gt)
+                loss = loss + (error[:, :3].abs().sum(-1) + POSE_ROTATION_WEIGHT * error[:, 3:].abs().sum(-1)).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            scales.append(scale)
+            if len(losses) == steps:
+                break
+        epoch += 1
+    wall = time.time() - t0
+    save_checkpoint(path, config=cfg.to_dict(), model=model.state_dict(), step=steps)
+    return {"steps": steps, "s_per_step": wall / max(steps, 1), "wall_s": wall, "loss_first": losses[0],
+            "loss_last": float(np.mean(losses[-10:])), "depth_scale": float(np.median(scales))}
+
+
 def overrides(args, lr: float, steps: int, seed: int, extra: list[str]) -> list[str]:
     h, w = size(args)
     return [f"model.height={h}", f"model.width={w}", f"train.batch_size={args.batch}", "train.epochs=1000000",
@@ -186,8 +235,8 @@ class Study:
     def __init__(self, args, store: Store, splits: dict):
         self.args, self.store, self.splits = args, store, splits
         self.base = {"size": args.size, "frames": args.frames, "eval_frames": args.frames // 2, "batch": args.batch}
-        self.start_settings = {**self.base, "supervised_steps": args.sup_steps, "monodepth2_steps": args.md2_steps,
-                               "monodepth2_trains": "pose",
+        self.start_settings = {**self.base, "supervised_steps": args.sup_steps, "pose_steps": args.pose_steps,
+                               "pose_rotation_weight": POSE_ROTATION_WEIGHT,
                                "lr": START_LR, "silog_lambda": SILOG_LAMBDA, "seed": START_SEED}
         self.start_data: dict = {}  # set by start()
 
@@ -212,7 +261,7 @@ class Study:
         """The common start: {"checkpoint", "supervised" (that phase's stats), "val", "supervised_val",
         "sha256"}; the other stages read it from `start_data`."""
         store, args = self.store, self.args
-        cfg_overrides = overrides(args, START_LR, args.md2_steps, START_SEED, ["refine.enabled=false"])
+        cfg_overrides = overrides(args, START_LR, args.pose_steps, START_SEED, ["refine.enabled=false"])
 
         def make_supervised() -> dict:
             stats = pretrain_depth(load_config(None, cfg_overrides), self.splits["pretrain"], args.sup_steps,
@@ -223,9 +272,13 @@ class Study:
 
         def make_start() -> dict:
             supervised = store.piece("start_supervised", self.start_settings, make_supervised, may_make, True)
-            init = f"train.init={store.out / supervised['checkpoint']}"
-            pose_only = "train.trainable=pose"
-            return {**self.trained("start", [*cfg_overrides, init, pose_only], "pretrain"), "supervised": supervised}
+            path = store.out / "runs" / "start" / "best.pt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stats = pretrain_pose(load_config(None, cfg_overrides), self.splits["pretrain"], args.pose_steps,
+                                  store.out / supervised["checkpoint"], path)
+            self.log(f"start, pose supervised: {stats['steps']} steps, {stats['s_per_step']:.2f} s/step, loss "
+                     f"{stats['loss_first']:.3f} -> {stats['loss_last']:.3f}, depth scale {stats['depth_scale']:.3f}")
+            return {"checkpoint": "runs/start/best.pt", **stats, "supervised": supervised}
 
         start = store.piece("start", self.start_settings, make_start, may_make, needs_weights=True)
         start["supervised_val"] = self.evaluation("start_supervised", self.start_settings, "val",
@@ -346,7 +399,9 @@ def report(args, study: Study, start: dict, chosen: dict | None, rows: dict | No
     print(f"**Start** (pretrain worlds only, lr {START_LR:g}, not tuned): {sup['steps']} steps of depth supervised "
           f"on exact depth (scale-invariant log loss, λ {SILOG_LAMBDA}; silog {sup['loss_first']:.3f} -> "
           f"{sup['loss_last']:.3f}), validation AbsRel {start['supervised_val']['abs_rel']:.4f}; then "
-          f"{start['steps']} Monodepth2 self-supervised steps: validation AbsRel {start['val']['abs_rel']:.4f}.\n")
+          f"{start['steps']} steps of PoseNet supervised on the exact relative poses, their translation in the depth "
+          f"network's scale (×{start['depth_scale']:.3f}; loss {start['loss_first']:.3f} -> {start['loss_last']:.3f}), "
+          f"the depth network frozen: validation AbsRel {start['val']['abs_rel']:.4f}.\n")
     if chosen is not None:
         print(f"**Learning rate per arm**, chosen on the validation worlds (median-scaled AbsRel, seed "
               f"{SELECTION_SEED}, {args.steps} steps; chosen in bold):\n")
@@ -398,7 +453,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4], help="grid of each arm's learning rate")
     p.add_argument("--steps", type=int, default=360, help="training steps of every arm run")
     p.add_argument("--sup-steps", type=int, default=800, help="supervised depth steps of the start")
-    p.add_argument("--md2-steps", type=int, default=300, help="Monodepth2 self-supervised steps of the start")
+    p.add_argument("--pose-steps", type=int, default=600, help="supervised PoseNet steps of the start")
     p.add_argument("--frames", type=int, default=120, help="frames per pretrain/train world (val and test: half)")
     p.add_argument("--size", default="64x192", help="HxW of the networks and the worlds")
     p.add_argument("--batch", type=int, default=4)
@@ -421,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"study: {machine()}, CPU capability {torch.backends.cpu.get_cpu_capability()}", flush=True)
     print(f"command: study.py {' '.join(sys.argv[1:] if argv is None else argv)}", flush=True)
     runs = len(args.arms) * (len(args.lrs) + len(args.seeds) - 1)
-    print(f"plan: start {args.sup_steps} supervised + {args.md2_steps} Monodepth2 steps; {runs} arm runs of "
+    print(f"plan: start {args.sup_steps} depth + {args.pose_steps} pose supervised steps; {runs} arm runs of "
           f"{args.steps} steps ({len(args.arms)} arms x {len(args.lrs)} rates on seed {SELECTION_SEED}, then "
           f"{len(args.seeds) - 1} more seeds at the chosen rate)", flush=True)
     h, w = size(args)

@@ -13,7 +13,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from study import silog  # noqa: E402
 
 TINY = ["--arms", "monodepth2", "sa4depth", "--seeds", "0", "--lrs", "1e-4", "--steps", "2", "--sup-steps", "2",
-        "--md2-steps", "2", "--frames", "8", "--size", "64x96", "--batch", "2", "--threads", "1"]
+        "--pose-steps", "2", "--frames", "8", "--size", "64x96", "--batch", "2", "--threads", "1"]
 
 
 def _study(tmp_path: Path, *extra: str) -> str:
