@@ -116,6 +116,27 @@ class PipelineOptions:
         ScaleEstimator(self.scale_mode, self.scale_factor, self.camera_height)
 
 
+class OdomOrigin:
+    """Where a reset to a pose (a node's ~/set_pose) restarted the trajectory: `pose` (4,4) of the
+    base in the odom frame and its `covariance` (6,6) about the odom axes; the odometry since the
+    reset is composed onto it."""
+
+    def __init__(self, pose: np.ndarray, covariance: np.ndarray):
+        self.pose, self.covariance = pose, covariance
+
+    def compose(self, pose: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The base's (4,4) pose in odom and (6,6) covariance about the odom axes after the
+        odometry's `pose` (4,4) with `covariance` (6,6) about its own start's axes: first-order
+        propagation of both independent uncertainties (the origin's rotation error moves the
+        base by its offset from the origin)."""
+        out = self.pose @ pose
+        step = np.kron(np.eye(2), self.pose[:3, :3])
+        x, y, z = out[:3, 3] - self.pose[:3, 3]
+        origin = np.eye(6)
+        origin[:3, 3:] = [[0.0, z, -y], [-z, 0.0, x], [y, -x, 0.0]]  # -[offset]x
+        return out, step @ covariance @ step.T + origin @ self.covariance @ origin.T
+
+
 @dataclass
 class OdometryOutput:
     """Odometry of the robot base for one frame (REP 105 odom frame, output units).
@@ -199,6 +220,7 @@ class PerceptionPipeline:
         self._build_odometry()
         self._trajectory = _Trajectory()
         self.counts: Counter = Counter()  # odometry steps per Tracking state, and failed stages
+        self._origin: OdomOrigin | None = None  # set by reset(pose)
         self._pool: ThreadPoolExecutor | None = None
         self.last_rejection = ""
         self._reset_odometry_state(torch.eye(4, dtype=_F64))
@@ -235,11 +257,24 @@ class PerceptionPipeline:
         """(height, width) of the network input and of the output depth."""
         return self.predictor.height, self.predictor.width
 
-    def reset(self) -> None:
-        """Restart the trajectory at the identity; the scale history is kept."""
+    def reset(self, pose: np.ndarray | None = None, covariance: np.ndarray | None = None) -> None:
+        """Restart the trajectory at the identity, or with the base at `pose` (4,4) in the odom
+        frame with `covariance` (6,6) about the odom axes (default zeros); the scale history is kept.
+        The saved camera trajectory starts anew either way."""
+        origin = None
+        if pose is not None:
+            pose = np.asarray(pose, dtype=np.float64)
+            covariance = np.zeros((6, 6)) if covariance is None else np.asarray(covariance, dtype=np.float64)
+            if pose.shape != (4, 4) or not np.isfinite(pose).all() or not np.allclose(
+                    pose[:3, :3] @ pose[:3, :3].T, np.eye(3), atol=1e-6):
+                raise InputError("a reset pose must be a finite (4,4) rigid transform")
+            if covariance.shape != (6, 6) or not np.isfinite(covariance).all() or np.any(np.diag(covariance) < 0):
+                raise InputError("a reset covariance must be a finite (6,6) matrix with a non-negative diagonal")
+            origin = OdomOrigin(pose, 0.5 * (covariance + covariance.T))
         self.estimator.restart_reference()
         self._trajectory.clear()
         self._reset_odometry_state(torch.eye(4, dtype=_F64))
+        self._origin = origin
 
     def configure(self, options: PipelineOptions) -> None:
         """Apply new settings, rebuilding only what they touch; the trajectory continues."""
@@ -395,7 +430,10 @@ class PerceptionPipeline:
         self._prev_stamp = stamp
         camera_np = camera_pose.numpy()
         self._trajectory.append(stamp, camera_np)
-        return OdometryOutput(pose.numpy(), _symmetric(pose_cov), twist.numpy(), _symmetric(twist_cov),
+        pose_np, pose_cov_np = pose.numpy(), _symmetric(pose_cov)
+        if self._origin is not None:
+            pose_np, pose_cov_np = self._origin.compose(pose_np, pose_cov_np)
+        return OdometryOutput(pose_np, pose_cov_np, twist.numpy(), _symmetric(twist_cov),
                               camera_np.copy(), tracking, step.cost, step.valid_fraction,
                               self.lost_count, self.lost_streak, step.reason)
 

@@ -193,27 +193,6 @@ class ModelLoader:
             self._cond.notify_all()
 
 
-class OdomOrigin:
-    """Where ~/set_pose restarted the trajectory: `pose` (4,4) of the base in the odom frame and
-    its `covariance` (6,6) about the odom axes. The pipeline's odometry restarts at the identity,
-    so the node composes the two (the core's PerceptionPipeline.reset takes no pose)."""
-
-    def __init__(self, pose: np.ndarray, covariance: np.ndarray):
-        self.pose, self.covariance = pose, covariance
-
-    def compose(self, pose: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The base's (4,4) pose in odom and (6,6) covariance about the odom axes after the
-        odometry's `pose` (4,4) with `covariance` (6,6) about its own start's axes: first-order
-        propagation of both independent uncertainties (the origin's rotation error moves the
-        base by its offset from the origin)."""
-        out = self.pose @ pose
-        step = np.kron(np.eye(2), self.pose[:3, :3])
-        x, y, z = out[:3, 3] - self.pose[:3, 3]
-        origin = np.eye(6)
-        origin[:3, 3:] = [[0.0, z, -y], [-z, 0.0, x], [y, -x, 0.0]]  # -[offset]x
-        return out, step @ covariance @ step.T + origin @ self.covariance @ origin.T
-
-
 class PerceptionNode(Node):
     """See the module docstring. Raises InputError at construction for unusable parameters or a
     checkpoint that does not load; a missing checkpoint gives an untrained model and a warning."""
@@ -245,7 +224,6 @@ class PerceptionNode(Node):
                       "warnings": self.pipeline.warnings()}
         self._path: deque = deque(maxlen=s.path_max_size)
         self._path_stamp: float | None = None  # image time of the last path message
-        self._origin: OdomOrigin | None = None  # set by ~/set_pose until the next reset
         self._origin_note = "first frame"
         self._extrinsic_note = "none yet"
         self._camera_tf_sent: dict[str, str] = {}  # camera frame -> the parent this node published for it
@@ -506,8 +484,7 @@ class PerceptionNode(Node):
         if odo is None:
             self._health.ok("odometry")
             return
-        pose, pose_covariance = (odo.pose, odo.pose_covariance) if self._origin is None else \
-            self._origin.compose(odo.pose, odo.pose_covariance)
+        pose, pose_covariance = odo.pose, odo.pose_covariance
         arrays = (pose, pose_covariance, odo.twist, odo.twist_covariance)
         if not all(np.isfinite(a).all() for a in arrays):
             self._stage_failed("odometry", "non-finite pose, twist or covariance (not published)", "odometry_failed")
@@ -567,16 +544,16 @@ class PerceptionNode(Node):
                 return response
         return serve
 
-    def _restart(self, origin: OdomOrigin | None, note: str) -> None:
-        """Restart the trajectory: the next frame's base pose is `origin`'s (None: the identity)."""
+    def _restart(self, note: str, pose=None, covariance=None) -> None:
+        """Restart the trajectory at the identity, or at the base `pose` with `covariance`."""
         with self._pipeline_lock:
-            self.pipeline.reset()
+            self.pipeline.reset(pose, covariance)
             self._path.clear()
             self._path_stamp = None
-            self._origin, self._origin_note = origin, note
+            self._origin_note = note
 
     def _srv_reset(self, request, response):
-        self._restart(None, "~/reset")
+        self._restart("~/reset")
         response.success, response.message = True, "trajectory restarted at the identity"
         self.get_logger().info(response.message)
         return response
@@ -599,8 +576,8 @@ class PerceptionNode(Node):
             self.get_logger().warning(self._last_problem)
             return
         x, y, z = pose[:3, 3]
-        self._restart(OdomOrigin(pose, 0.5 * (covariance + covariance.T)),
-                      f"set_pose at ({x:.3f}, {y:.3f}, {z:.3f}), stamp {stamp_seconds(msg.header.stamp):.3f}")
+        self._restart(f"set_pose at ({x:.3f}, {y:.3f}, {z:.3f}), stamp {stamp_seconds(msg.header.stamp):.3f}",
+                      pose, covariance)
         self.get_logger().info(f"trajectory restarted by {self._origin_note}")
 
     def _srv_save(self, request, response):

@@ -347,3 +347,31 @@ def test_training_the_pose_network_alone_keeps_the_depth_network(synth_root, tmp
     before = untrained.model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items() if k.startswith(("depth_encoder.", "depth_decoder.")))
     assert any(not torch.equal(v, after[k]) for k, v in before.items() if k.startswith("pose_net."))
+
+
+def test_a_cyclic_transform_tree_is_looked_up_without_hanging():
+    from sa4depth_core.data.bag_ground_truth import StaticTransforms
+
+    shift = np.eye(4)
+    shift[0, 3] = 1.0
+    tree = StaticTransforms({"a": ("b", shift), "b": ("a", shift), "cam": ("a", np.eye(4))})
+    found = tree.lookup("b", "cam")  # a broken tree has no one answer; it must give one, at once
+    assert found is not None and np.isfinite(found).all()
+    assert tree.lookup("elsewhere", "cam") is None
+
+
+def test_a_reset_to_a_pose_carries_the_odometry_from_there(untrained, frames):
+    images, K = frames
+    pipe = _pipeline(untrained)
+    origin = np.eye(4)
+    origin[:3, 3] = [2.0, -1.0, 0.5]
+    pipe.reset(origin, np.diag([1e-2] * 6))
+    first = pipe.process(images[0], K, 0.0).odometry
+    np.testing.assert_allclose(first.pose, origin)
+    assert np.diag(first.pose_covariance).min() >= 1e-2
+    second = pipe.process(images[1], K, 0.1).odometry
+    np.testing.assert_allclose(second.pose, origin @ second.camera_pose, atol=1e-9)  # base = camera here
+    with pytest.raises(InputError, match="rigid"):
+        pipe.reset(np.ones((4, 4)))
+    pipe.reset()
+    np.testing.assert_allclose(pipe.process(images[2], K, 0.2).odometry.pose, np.eye(4))

@@ -13,7 +13,7 @@ from transforms3d.euler import euler2mat
 from sa4depth_core.data.bag_ground_truth import pose_matrix
 from sa4depth_core.errors import InputError
 from sa4depth_ros.camera_info import PinholeFrames, undistortion_maps
-from sa4depth_ros.perception_node import OdomOrigin
+from sa4depth_core.pipeline import OdomOrigin
 from sa4depth_ros.pose_msgs import pose_msg, pose_to_transform_stamped
 from sa4depth_ros.tf_lookup import TransformListenerFallback
 from sa4depth_ros.tf_out import TFMessage

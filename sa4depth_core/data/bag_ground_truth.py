@@ -51,8 +51,10 @@ class StaticTransforms:
         """Ancestors of `frame` (itself first) -> (4,4) pose of `frame` in that ancestor."""
         chain = OrderedDict([(frame, np.eye(4))])
         T, f = np.eye(4), frame
-        while f in self.edges and len(chain) <= len(self.edges):
+        while f in self.edges:
             f, T_parent_f = self.edges[f][0], self.edges[f][1]
+            if f in chain:  # a cycle (a broken tree): stop at the first repeated frame
+                break
             T = T_parent_f @ T
             chain[f] = T
         return chain
