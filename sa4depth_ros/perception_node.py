@@ -307,6 +307,10 @@ class PerceptionNode(Node):
             self.get_logger().warning(
                 "no checkpoint given: running RANDOMLY INITIALISED networks, depth and odometry are meaningless; "
                 "set the 'checkpoint' parameter to a trained model")
+        if not loaded.features_trained and self.settings.odometry_refine:
+            self.get_logger().warning(
+                f"model {loaded.model_id}: its feature network was never trained, so odometry is PoseNet only "
+                "(no refinement); fit the features with sa4depth-train --train refiner")
 
     def _input_note(self, s) -> str:
         """The input topic and how its frames become pinhole images (log and diagnostics)."""
