@@ -128,7 +128,12 @@ def run_graph(bag: Path, checkpoint: Path, domain: int, rate: float, traj_dir: P
     finally:
         client.close()
         node.send_signal(signal.SIGINT)
-        node.wait(timeout=30)
+        try:
+            node.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # never leave a node running behind the demo
+            log("the perception node did not stop within 30 s of SIGINT: killed")
+            node.kill()
+            node.wait()
     tum = sorted(traj_dir.glob("*_tum.txt"))
     if not tum:
         raise RuntimeError(f"the node wrote no trajectory into {traj_dir}")
