@@ -208,6 +208,33 @@ def test_hot_swap_builds_networks_for_the_new_model(backend):
     assert (depths[0] - depths[1]).abs().max() > 1e-2  # the second call did not reuse the first model
 
 
+_HOT_SWAPS_THEN_A_SIGNAL = """
+import faulthandler, gc, os, signal, torch
+from sa4depth_core.backends import make_networks
+from sa4depth_core.config import load_config
+from sa4depth_core.infer import load_model
+faulthandler.enable()  # pytest has it on: its signal stack is the one a plugin can replace
+config = load_config(None, ["model.height=64", "model.width=128"])
+old = make_networks(load_model(None, torch.device("cpu"), config), "openvino", "fp32", fallback=False)
+new = make_networks(load_model(None, torch.device("cpu"), config), "openvino", "fp32", fallback=False)
+del old  # a hot swap: the old networks go first, then the new ones
+gc.collect()
+del new
+gc.collect()
+handled = []
+signal.signal(signal.SIGUSR1, lambda *_: handled.append(1))
+os.kill(os.getpid(), signal.SIGUSR1)
+print("handled", len(handled))
+"""
+
+
+def test_openvino_hot_swaps_leave_python_signal_handlers_working():
+    """Before one Core was kept per process, this ended in SIGSEGV without a word: see _shared_core."""
+    _skip_unless_runs("openvino", "fp32")
+    done = subprocess.run([sys.executable, "-c", _HOT_SWAPS_THEN_A_SIGNAL], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "handled 1" in done.stdout, (done.returncode, done.stderr[-2000:])
+
+
 def test_importing_the_core_loads_no_optional_runtime():
     code = ("import sys, sa4depth_core.backends, sa4depth_core.export, sa4depth_core.infer; "
             "print(sorted(m for m in ('onnx', 'onnxruntime', 'openvino') if m in sys.modules))")

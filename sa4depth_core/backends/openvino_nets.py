@@ -11,6 +11,24 @@ from .hardware import native_bf16
 from .networks import BackendUnavailable
 
 _HINT = {"fp32": "f32", "bf16": "bf16"}
+_CORE_LOCK = threading.Lock()
+_CORE = []  # the process's one ov.Core, made on first use
+
+
+def _shared_core(ov):
+    """The one OpenVINO Core of this process, never released.
+
+    Each Core's CPU plugin installs an alternate signal stack of its own on the thread that loads
+    it and, when that Core goes, puts back the stack it found and unmaps its own. Two Cores that
+    end in the order they began (a model hot swap: the old networks go after the new ones exist)
+    leave the thread on an unmapped signal stack, and the next Python signal handler there (Ctrl-C,
+    SIGCHLD, faulthandler) kills the process with SIGSEGV and no message. One Core for the life of
+    the process never unloads its plugin.
+    """
+    with _CORE_LOCK:
+        if not _CORE:
+            _CORE.append(ov.Core())
+        return _CORE[0]
 
 
 class _Request:
@@ -47,7 +65,7 @@ def compile_graphs(graphs: Callable[[], dict], precision: str, threads: int) -> 
         import openvino as ov
     except ImportError as exc:
         raise BackendUnavailable(f"openvino is not installed ({exc})") from exc
-    core = ov.Core()
+    core = _shared_core(ov)
     config = {"INFERENCE_PRECISION_HINT": _HINT[precision], "PERFORMANCE_HINT": "LATENCY",
               "INFERENCE_NUM_THREADS": int(threads)}
     runners = {}
