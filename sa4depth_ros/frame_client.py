@@ -89,11 +89,19 @@ class FrameClient:
                 self._cond.notify_all()
         return record
 
-    def close(self) -> None:
-        self._executor.shutdown(timeout_sec=1.0)
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the spinner, then destroy the node and its context.
+
+        The node is destroyed only once the spinner thread has left the executor's wait: rcl
+        segfaults when a wait set it is waiting on loses its node (seen on loaded CI machines when
+        the wait outlived a 1 s shutdown).
+        """
+        self._executor.shutdown(timeout_sec=timeout)
+        self._spinner.join(timeout=timeout)
+        if self._spinner.is_alive():
+            raise RuntimeError(f"the frame client's spinner did not stop within {timeout:g} s")
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
-        self._spinner.join(timeout=2.0)
 
     # -- waiting ------------------------------------------------------------------------------
     def wait_for(self, predicate, timeout: float):

@@ -50,8 +50,7 @@ def run_node(make_node, node_name: str, args=None) -> int:
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=0)
-        if node is not None:
-            node.shutdown()
+        if node is not None and node.shutdown():
             node.destroy_node()
         rclpy.try_shutdown()
     return status

@@ -278,15 +278,21 @@ class PerceptionNode(Node):
             self.get_logger().warning(RELATIVE_WARNING)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def shutdown(self) -> None:
+    def shutdown(self) -> bool:
         """Stop the worker (the frame in progress finishes first), release a reload that waits for
-        a stuck load, and log the frame counts in one line."""
+        a stuck load, and log the frame counts in one line. Returns False when the worker is still
+        inside a frame after 30 s: its publishers are in use, so the node must not be destroyed."""
         self._stop.set()
         self._slot.close()
         self._loader.close()
         self._worker.join(timeout=30.0)
         self.get_logger().info("frame counts at shutdown: " + " ".join(
             f"{key}={value}" for key, value in self.frame_counts().items()))
+        if self._worker.is_alive():
+            self.get_logger().error("the perception worker is still inside a frame 30 s after shutdown; "
+                                    "exiting without destroying the node")
+            return False
+        return True
 
     def frame_counts(self) -> dict:
         """Every frame the node was handed, by fate: received = dropped_stale + rejected + failed +

@@ -271,8 +271,9 @@ class TrainerNode(Node):
         self._diag_pub.publish(make_array(self.get_clock().now().to_msg(), [status]))
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def shutdown(self) -> None:
-        """Stop feeding and training (the current step finishes), then save if asked to."""
+    def shutdown(self) -> bool:
+        """Stop feeding and training (the current step finishes), then save if asked to; True: the
+        node may be destroyed (no thread of it is left inside rcl)."""
         self._stop.set()
         self.trainer.stop()
         if self._bag_thread is not None:
@@ -281,6 +282,7 @@ class TrainerNode(Node):
         if self.values["save_on_exit"] and (latest is None or latest.step != self.learner.step):
             ok, message = self.learner.save()
             (self.get_logger().info if ok else self.get_logger().error)(message)
+        return True
 
 
 def main(args=None) -> int:

@@ -45,10 +45,12 @@ class _Listener:
         self.spinner.start()
 
     def close(self):
-        self.executor.shutdown(timeout_sec=1.0)
+        # the node goes only after the spinner left its wait set (rcl segfaults otherwise)
+        self.executor.shutdown(timeout_sec=30.0)
+        self.spinner.join(timeout=30.0)
+        assert not self.spinner.is_alive(), "the listener's spinner did not stop"
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
-        self.spinner.join(timeout=5.0)
 
 
 def test_player_takes_ros_arguments_as_launch_passes_them(bag, ros_domain):

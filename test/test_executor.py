@@ -86,7 +86,8 @@ def test_inputs_keep_flowing_in_the_spinning_thread_while_a_slow_callback_runs(c
     caller = rclpy.create_node("executor_client", context=client_context)
     client_executor = SingleThreadedExecutor(context=client_context)
     client_executor.add_node(caller)
-    threading.Thread(target=client_executor.spin, daemon=True).start()
+    client_spinner = threading.Thread(target=client_executor.spin, daemon=True)
+    client_spinner.start()
     pub = caller.create_publisher(String, "ticks", reliable_qos(20))
     client = caller.create_client(Trigger, "slow")
     try:
@@ -109,9 +110,13 @@ def test_inputs_keep_flowing_in_the_spinning_thread_while_a_slow_callback_runs(c
             assert _answered(client.call_async(Trigger.Request())) and len(server.calls) == n
     finally:
         server.release.set()
-        client_executor.shutdown(timeout_sec=1.0)
-        executor.shutdown(timeout_sec=1.0)
-        spinner.join(timeout=5.0)
+        # both spinners must have left their wait sets before the fixture shuts the contexts down
+        # (rcl segfaults on a wait set whose context goes away under it)
+        client_executor.shutdown(timeout_sec=30.0)
+        executor.shutdown(timeout_sec=30.0)
+        for thread in (client_spinner, spinner):
+            thread.join(timeout=30.0)
+            assert not thread.is_alive(), "a spinner did not stop"
 
 
 def test_an_exception_in_a_slow_callback_reaches_the_spinner(contexts):

@@ -75,7 +75,7 @@ def running_node(domain, synth_root, tmp, params=(), program=("-m", "sa4depth_ro
         cmd += ["-p", value]
     log = tmp / "node.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     client = FrameClient(domain, compressed=compressed)
     node = Node(proc, client, KittiOdometrySequence(synth_root, "00"), tmp, log)
     try:
@@ -84,14 +84,16 @@ def running_node(domain, synth_root, tmp, params=(), program=("-m", "sa4depth_ro
         assert client.warm_up(node.images[0], node.K, start=1.0), f"no depth from the node:\n{node.output()}"
         yield node
     finally:
-        client.close()
-        # SIGINT ends the node cleanly; checked here so that no test has to run last (pytest-xdist)
-        proc.send_signal(signal.SIGINT)
         try:
-            status = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            status = "no exit 30 s after SIGINT"
+            client.close()
+        finally:
+            # SIGINT ends the node cleanly; checked here so that no test has to run last (pytest-xdist)
+            proc.send_signal(signal.SIGINT)
+            try:
+                status = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                status = "no exit 30 s after SIGINT"
     assert status == 0 and "Traceback" not in node.output(), f"unclean exit ({status}):\n{node.output()}"
 
 

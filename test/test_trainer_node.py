@@ -60,7 +60,7 @@ def _start(module: str, params_file: str, args: list, log: Path) -> subprocess.P
     for arg in args:
         cmd += ["-p", arg]
     with open(log, "w") as out:
-        return subprocess.Popen(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, env=_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _stop(proc: subprocess.Popen) -> int | None:
