@@ -10,7 +10,7 @@ setup:
 	@bash scripts/setup_env.sh
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile --timeout=600 test
+	$(PY) -m pytest -q -n 2 --dist loadfile --max-worker-restart=0 --timeout=600 test
 
 demo: setup
 	$(PY) -m sa4depth_ros.demo

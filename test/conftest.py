@@ -1,11 +1,24 @@
 """Shared pytest setup: every ROS 2 test talks over loopback DDS in a domain of its own."""
 import contextlib
+import faulthandler
+import fcntl
 import itertools
 import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 _pid_offsets = itertools.count()
+
+
+def pytest_configure(config):
+    # A worker ended by SIGTERM or SIGHUP would vanish as "node down" with no trace (pytest's
+    # faulthandler covers only crashes): print every thread's stack first, then let it end.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        faulthandler.register(signum, file=sys.__stderr__, all_threads=True, chain=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,10 +34,27 @@ def _loopback_dds():
 
 
 @contextlib.contextmanager
-def _pid_domain():
-    # Without domain_coordinator nothing reserves ids across processes; spreading by pid keeps
-    # parallel workers apart in practice.
-    yield 1 + (os.getpid() + next(_pid_offsets)) % 100
+def _locked_domain():
+    """Fallback for domain_coordinator: an id in 1..100 held by an exclusive flock on a file per id
+    (released by the kernel when the holder dies, however it dies), so tests in parallel workers
+    or in two runs at once never share a domain. The search starts at a pid-dependent id."""
+    directory = Path(tempfile.gettempdir()) / f"sa4depth_ros_domains_{os.getuid()}"
+    directory.mkdir(exist_ok=True)
+    start = os.getpid() + next(_pid_offsets)
+    for k in range(100):
+        domain = 1 + (start + k) % 100
+        fd = os.open(directory / f"{domain}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield domain
+        finally:
+            os.close(fd)  # closing releases the lock
+        return
+    raise RuntimeError(f"all 100 ROS domain ids are held by other tests (locks in {directory})")
 
 
 @pytest.fixture
@@ -54,7 +84,7 @@ def _reserved_domain():
     try:
         from domain_coordinator import domain_id as reserve
     except ImportError:
-        reserve = _pid_domain
+        reserve = _locked_domain
     old = os.environ.get("ROS_DOMAIN_ID")
     with reserve() as domain:
         os.environ["ROS_DOMAIN_ID"] = str(domain)

@@ -18,7 +18,8 @@ from sa4depth_core.errors import InputError
 from sa4depth_ros.qos import sensor_qos
 from sa4depth_ros.ros_env import ensure_loopback_dds
 from sa4depth_ros.sync import ApproximateSyncFallback, make_image_info_sync
-from sa4depth_ros.tf_out import TF_STATIC_QOS, TransformPublisher, pose_to_transform_stamped
+from sa4depth_ros.pose_msgs import pose_to_transform_stamped
+from sa4depth_ros.tf_out import TF_STATIC_QOS, TransformPublisher
 
 REPO = Path(__file__).resolve().parents[1]
 
