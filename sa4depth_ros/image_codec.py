@@ -12,6 +12,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from sa4depth_core.data.image_msg import (  # noqa: F401  (re-exported for the nodes)
     IMAGE_LAYOUTS,
+    MAX_INPUT_PIXELS,
     UnsupportedImage,
     compressed_to_rgb,
     image_pixels,
@@ -19,36 +20,29 @@ from sa4depth_core.data.image_msg import (  # noqa: F401  (re-exported for the n
 )
 from sa4depth_core.eval.trajectory_plot import colorize_depth  # noqa: F401
 
-
 # Decoding is pure numpy and shared with bag reading in sa4depth_core.
 _LAYOUTS = IMAGE_LAYOUTS
-# Largest input image the nodes decode: 8K UHD (7680x4320) fits. A frame is resized to the
-# network's size anyway; beyond this a malformed or hostile header would only make the node
-# allocate gigabytes before refusing it.
-MAX_INPUT_PIXELS = 40_000_000
 _FROM_RGB = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 _DEPTH_MM = ("16UC1", "mono16")
 _DEPTH_ENCODINGS = ("32FC1",) + _DEPTH_MM
 
 
 def decode_rgb(msg, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
-    """The RGB pixels of an Image (`image_to_rgb`), refused before anything is allocated when its
-    header promises more than `max_pixels` pixels, or of a CompressedImage (jpeg or png,
-    `compressed_to_rgb`), whose size is known only once OpenCV decoded it (OpenCV bounds that by
-    its own OPENCV_IO_MAX_IMAGE_PIXELS), refused then. Any unreadable message raises
-    UnsupportedImage (an InputError).
+    """The RGB pixels of an Image (`image_to_rgb`) or a CompressedImage (jpeg or png,
+    `compressed_to_rgb`), refused before anything is allocated or decoded when its header
+    promises more than `max_pixels` pixels. Any unreadable message raises UnsupportedImage (an
+    InputError).
 
     Returns:
         (H, W, 3) uint8 RGB.
     """
-    compressed = hasattr(msg, "format")
-    rgb = compressed_to_rgb(msg) if compressed else None
-    h, w = rgb.shape[:2] if compressed else (int(msg.height), int(msg.width))
+    if hasattr(msg, "format"):
+        return compressed_to_rgb(msg, max_pixels)
+    h, w = int(msg.height), int(msg.width)
     if w * h > max_pixels:
-        kind = f"CompressedImage ({msg.format})" if compressed else f"{msg.encoding} image"
-        raise UnsupportedImage(f"{kind} {w}x{h} has {w * h / 1e6:.1f} megapixels, more than the "
+        raise UnsupportedImage(f"{msg.encoding} image {w}x{h} has {w * h / 1e6:.1f} megapixels, more than the "
                                f"{max_pixels / 1e6:.0f} this node accepts; publish a smaller image")
-    return rgb if compressed else image_to_rgb(msg)
+    return image_to_rgb(msg)
 
 
 def array_to_msg(arr: np.ndarray, header, encoding: str) -> Image:

@@ -10,6 +10,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from sa4depth_core.errors import InputError
+from sa4depth_core.data.image_msg import compressed_size
 from sa4depth_core.pointcloud import depth_to_points
 from sa4depth_ros.camera_info import K_to_camera_info, PinholeFrames, camera_info_to_K, frame_intrinsics
 from sa4depth_ros.cloud import depth_to_cloud_msg
@@ -317,11 +318,32 @@ def test_image_size_is_bounded_before_decoding():
     huge = Image(height=2**16, width=2**15, encoding="rgb8", step=3 * 2**15, data=b"")
     with pytest.raises(UnsupportedImage, match="megapixels"):
         decode_rgb(huge)
-    # a compressed image tells its size once decoded
+    # a compressed image is measured by the size in its header
     png = rgb_to_compressed(np.zeros((64, 64, 3), np.uint8), _header(), "png")
     assert decode_rgb(png).shape == (64, 64, 3)
     with pytest.raises(UnsupportedImage, match="CompressedImage \\(rgb8; png compressed bgr8\\) 64x64 has"):
         decode_rgb(png, max_pixels=1000)
+
+
+@pytest.mark.parametrize("fmt, flags", [("png", []), ("jpeg", []), ("jpeg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])],
+                         ids=["png", "jpeg", "progressive-jpeg"])
+def test_a_compressed_image_declaring_gigapixels_is_refused_without_decoding(fmt, flags, monkeypatch):
+    ok, encoded = cv2.imencode("." + fmt, np.zeros((48, 80, 3), np.uint8), flags)
+    data = bytearray(encoded.tobytes())
+    assert compressed_size(bytes(data)) == (80, 48)
+    if fmt == "png":  # IHDR: width, height as 32-bit big-endian
+        data[16:24] = (40000).to_bytes(4, "big") + (30000).to_bytes(4, "big")
+    else:  # start of frame: height, width as 16-bit big-endian after the precision byte
+        i = next(i for i in range(2, len(data) - 1) if data[i] == 0xFF and data[i + 1] in (0xC0, 0xC2))
+        data[i + 5:i + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+
+    def no_decoding(*_):
+        raise AssertionError("decoded although the header was too large")
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
+    with pytest.raises(UnsupportedImage, match="megapixels"):
+        compressed_to_rgb(CompressedImage(format=fmt, data=bytes(data)))
+    with pytest.raises(UnsupportedImage, match="neither png nor jpeg"):
+        compressed_to_rgb(CompressedImage(format=fmt, data=bytes(data[:10])))
 
 
 def test_K_to_camera_info():

@@ -83,8 +83,45 @@ def image_to_rgb(msg) -> np.ndarray:
     return np.ascontiguousarray(image_pixels(msg, channels, dtype)[..., list(order)])
 
 
-def compressed_to_rgb(msg) -> np.ndarray:
+# Largest input image decoded: 8K UHD (7680x4320) fits. A frame is resized to the network's size
+# anyway; beyond this a malformed or hostile header would only make the reader allocate gigabytes.
+MAX_INPUT_PIXELS = 40_000_000
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (C4, C8 and CC are other segments that share the range)
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def compressed_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) that a png or jpeg file declares in its header, read without decoding;
+    None when `data` is neither or its header is cut short."""
+    if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if marker in _JPEG_SOF:
+            if i + 9 > len(data):
+                return None
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def compressed_to_rgb(msg, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
     """Decode a jpeg or png sensor_msgs/CompressedImage (8-bit grey, colour or colour + alpha).
+
+    The size its header declares is checked against `max_pixels` before anything is decoded: a
+    few megabytes of png can declare a gigapixel image.
 
     Returns:
         (H, W, 3) uint8 RGB.
@@ -94,7 +131,17 @@ def compressed_to_rgb(msg) -> np.ndarray:
         raise UnsupportedImage(
             f"CompressedImage format '{fmt}' is compressedDepth, not a colour image; use the raw depth topic"
         )
-    data = np.frombuffer(msg.data, dtype=np.uint8)
+    raw = bytes(msg.data)
+    size = compressed_size(raw)
+    if size is None:
+        raise UnsupportedImage(
+            f"could not decode CompressedImage with format '{fmt}' ({len(raw)} bytes): neither png nor jpeg, "
+            "or its header is cut short")
+    w, h = size
+    if w * h > max_pixels:
+        raise UnsupportedImage(f"CompressedImage ({fmt}) {w}x{h} has {w * h / 1e6:.1f} megapixels, more than the "
+                               f"{max_pixels / 1e6:.0f} accepted; publish a smaller image")
+    data = np.frombuffer(raw, dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise UnsupportedImage(
