@@ -30,6 +30,19 @@ from rclpy.executors import (
 )
 
 
+def stop_spinning(executor: Executor, spinner: threading.Thread, timeout: float = 30.0) -> None:
+    """Shut `executor` down and wait until `spinner`, the thread spinning it, has returned.
+
+    Only then may its nodes or context be destroyed: rcl segfaults when a wait set it is waiting on
+    loses its node or context (seen on loaded machines when the wait outlived a 1 s shutdown).
+    Raises RuntimeError when the thread is still spinning after `timeout` seconds.
+    """
+    executor.shutdown(timeout_sec=timeout)
+    spinner.join(timeout=timeout)
+    if spinner.is_alive():
+        raise RuntimeError(f"the thread spinning {type(executor).__name__} did not stop within {timeout:g} s")
+
+
 def _never() -> bool:
     # one function object: wait_for_ready_callbacks keeps its pending work while its arguments repeat
     return False

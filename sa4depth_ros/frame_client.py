@@ -21,6 +21,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from .camera_info import K_to_camera_info
+from .executor import stop_spinning
 from .image_codec import rgb_to_compressed, rgb_to_msg
 from .perception_node import NODE_NAME, TOPICS
 from .qos import reliable_qos
@@ -90,16 +91,8 @@ class FrameClient:
         return record
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop the spinner, then destroy the node and its context.
-
-        The node is destroyed only once the spinner thread has left the executor's wait: rcl
-        segfaults when a wait set it is waiting on loses its node (seen on loaded CI machines when
-        the wait outlived a 1 s shutdown).
-        """
-        self._executor.shutdown(timeout_sec=timeout)
-        self._spinner.join(timeout=timeout)
-        if self._spinner.is_alive():
-            raise RuntimeError(f"the frame client's spinner did not stop within {timeout:g} s")
+        """Stop the spinner (`stop_spinning`), then destroy the node and its context."""
+        stop_spinning(self._executor, self._spinner, timeout)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 

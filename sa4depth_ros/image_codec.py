@@ -14,6 +14,7 @@ from sa4depth_core.data.image_msg import (  # noqa: F401  (re-exported for the n
     IMAGE_LAYOUTS,
     MAX_INPUT_PIXELS,
     UnsupportedImage,
+    check_image_size,
     compressed_to_rgb,
     image_pixels,
     image_to_rgb,
@@ -38,10 +39,7 @@ def decode_rgb(msg, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
     """
     if hasattr(msg, "format"):
         return compressed_to_rgb(msg, max_pixels)
-    h, w = int(msg.height), int(msg.width)
-    if w * h > max_pixels:
-        raise UnsupportedImage(f"{msg.encoding} image {w}x{h} has {w * h / 1e6:.1f} megapixels, more than the "
-                               f"{max_pixels / 1e6:.0f} this node accepts; publish a smaller image")
+    check_image_size(f"{msg.encoding} image", int(msg.width), int(msg.height), max_pixels)
     return image_to_rgb(msg)
 
 

@@ -16,6 +16,7 @@ from sensor_msgs.msg import CameraInfo
 from sa4depth_core.data.bag_reader import open_bag
 from sa4depth_core.data.kitti2bag import convert
 from sa4depth_core.data.synth import generate_sequence
+from sa4depth_ros.executor import stop_spinning
 from sa4depth_ros.qos import reliable_qos
 
 INFO = "/kitti/camera_color_left/camera_info"
@@ -45,10 +46,7 @@ class _Listener:
         self.spinner.start()
 
     def close(self):
-        # the node goes only after the spinner left its wait set (rcl segfaults otherwise)
-        self.executor.shutdown(timeout_sec=30.0)
-        self.spinner.join(timeout=30.0)
-        assert not self.spinner.is_alive(), "the listener's spinner did not stop"
+        stop_spinning(self.executor, self.spinner)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 

@@ -10,7 +10,7 @@ from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from sa4depth_ros.executor import InlineExecutor
+from sa4depth_ros.executor import InlineExecutor, stop_spinning
 from sa4depth_ros.qos import reliable_qos
 
 
@@ -110,13 +110,9 @@ def test_inputs_keep_flowing_in_the_spinning_thread_while_a_slow_callback_runs(c
             assert _answered(client.call_async(Trigger.Request())) and len(server.calls) == n
     finally:
         server.release.set()
-        # both spinners must have left their wait sets before the fixture shuts the contexts down
-        # (rcl segfaults on a wait set whose context goes away under it)
-        client_executor.shutdown(timeout_sec=30.0)
-        executor.shutdown(timeout_sec=30.0)
-        for thread in (client_spinner, spinner):
-            thread.join(timeout=30.0)
-            assert not thread.is_alive(), "a spinner did not stop"
+        # both spinners must have returned before the fixture shuts the contexts down
+        stop_spinning(client_executor, client_spinner)
+        stop_spinning(executor, spinner)
 
 
 def test_an_exception_in_a_slow_callback_reaches_the_spinner(contexts):

@@ -91,9 +91,17 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def compressed_size(data: bytes) -> tuple[int, int] | None:
+def check_image_size(kind: str, width: int, height: int, max_pixels: int = MAX_INPUT_PIXELS) -> None:
+    """Refuse (UnsupportedImage) an image of `kind` (named in the message) whose size, read from
+    its header before anything is allocated or decoded, is more than `max_pixels` pixels."""
+    if width * height > max_pixels:
+        raise UnsupportedImage(f"{kind} {width}x{height} has {width * height / 1e6:.1f} megapixels, more than the "
+                               f"{max_pixels / 1e6:.0f} accepted; publish a smaller image")
+
+
+def compressed_size(data) -> tuple[int, int] | None:
     """(width, height) that a png or jpeg file declares in its header, read without decoding;
-    None when `data` is neither or its header is cut short."""
+    None when `data` (bytes or a byte memoryview) is neither or its header is cut short."""
     if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     if data[:2] != b"\xff\xd8":
@@ -131,17 +139,13 @@ def compressed_to_rgb(msg, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
         raise UnsupportedImage(
             f"CompressedImage format '{fmt}' is compressedDepth, not a colour image; use the raw depth topic"
         )
-    raw = bytes(msg.data)
-    size = compressed_size(raw)
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    size = compressed_size(memoryview(data))  # a view: the frame's bytes are not copied
     if size is None:
         raise UnsupportedImage(
-            f"could not decode CompressedImage with format '{fmt}' ({len(raw)} bytes): neither png nor jpeg, "
+            f"could not decode CompressedImage with format '{fmt}' ({data.size} bytes): neither png nor jpeg, "
             "or its header is cut short")
-    w, h = size
-    if w * h > max_pixels:
-        raise UnsupportedImage(f"CompressedImage ({fmt}) {w}x{h} has {w * h / 1e6:.1f} megapixels, more than the "
-                               f"{max_pixels / 1e6:.0f} accepted; publish a smaller image")
-    data = np.frombuffer(raw, dtype=np.uint8)
+    check_image_size(f"CompressedImage ({fmt})", *size, max_pixels)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise UnsupportedImage(
