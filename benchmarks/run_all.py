@@ -68,13 +68,25 @@ def _sections(path: Path) -> dict:
     return dict(SECTION.findall(path.read_text())) if path.exists() else {}
 
 
+def _write(out: Path, name: str, section: str, quick: bool) -> None:
+    """Replace (or add) the section of benchmark `name` in `out`, keeping every other section."""
+    header = (f"# Benchmark results\n\nMachine: {machine()}. Written by `make bench` (`benchmarks/run_all.py`)"
+              f"{' with --quick budgets (not the published figures)' if quick else ''}: every figure below "
+              "was printed by the script its section names, run alone on the machine unless the section says "
+              "otherwise; sections without a date line are from the first session (2026-11-26).\n")
+    sections = {**_sections(out), name: section}  # read now: the file may have changed during a long run
+    ordered = [n for n in BENCHMARKS if n in sections] + [n for n in sections if n not in BENCHMARKS]
+    out.write_text(header + "".join(f"\n<!-- benchmark: {n} -->\n{sections[n]}<!-- /benchmark -->\n"
+                                    for n in ordered))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny budgets: checks the scripts run, numbers mean little")
     p.add_argument("--only", nargs="*", choices=list(BENCHMARKS))
     args = p.parse_args()
     out = HERE / ("RESULTS.quick.md" if args.quick else "RESULTS.md")
-    fresh, failed = {}, []
+    failed = []
     for name, (script, full, quick) in BENCHMARKS.items():
         if args.only and name not in args.only:
             continue
@@ -90,17 +102,11 @@ def main() -> int:
         text = proc.stdout
         start = text.find("\n## ")
         body = text[start + 1:].strip() if start >= 0 else f"## {name}\n\n{text.strip()}"
-        fresh[name] = (f"{body}\n\n(command: `python benchmarks/{script}.py {' '.join(cmd[2:])}`, "
-                       f"{time.time() - t0:.0f} s, {time.strftime('%Y-%m-%d %H:%M')})\n")
-    header = (f"# Benchmark results\n\nMachine: {machine()}. Written by `make bench` (`benchmarks/run_all.py`)"
-              f"{' with --quick budgets (not the published figures)' if args.quick else ''}: every figure below "
-              "was printed by the script its section names, run alone on the machine unless the section says "
-              "otherwise; sections without a date line are from the first session (2026-11-26).\n")
-    sections = {**_sections(out), **fresh}  # read now: the file may have changed during a long run
-    ordered = [n for n in BENCHMARKS if n in sections] + [n for n in sections if n not in BENCHMARKS]
-    out.write_text(header + "".join(f"\n<!-- benchmark: {n} -->\n{sections[n]}<!-- /benchmark -->\n"
-                                    for n in ordered))
-    print(f"wrote {out}")
+        section = (f"{body}\n\n(command: `python benchmarks/{script}.py {' '.join(cmd[2:])}`, "
+                   f"{time.time() - t0:.0f} s, {time.strftime('%Y-%m-%d %H:%M')})\n")
+        # written after every benchmark: a run of hours that dies late keeps what it measured
+        _write(out, name, section, args.quick)
+        print(f"wrote the {name} section of {out}", flush=True)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
