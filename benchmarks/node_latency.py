@@ -41,7 +41,8 @@ from sa4depth_core.data.kitti_odometry import KittiOdometrySequence  # noqa: E40
 from sa4depth_core.data.synth import generate_sequence  # noqa: E402
 from sa4depth_core.infer import load_model  # noqa: E402
 from sa4depth_core.model import SA4DepthModel  # noqa: E402
-from sa4depth_core.pipeline import PerceptionPipeline, PipelineOptions  # noqa: E402
+from sa4depth_core.pipeline import PerceptionPipeline  # noqa: E402
+from sa4depth_core.pipeline_options import PipelineOptions  # noqa: E402
 from sa4depth_ros.frame_accounting import account_frames, counts_since, node_settled  # noqa: E402
 from sa4depth_ros.frame_client import FrameClient  # noqa: E402
 from sa4depth_ros.ros_env import ensure_loopback_dds  # noqa: E402

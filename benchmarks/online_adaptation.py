@@ -38,7 +38,8 @@ from sa4depth_core.eval.scale_consistency import (
     pose_depth_scale_ratios,
 )
 from sa4depth_core.infer import load_model
-from sa4depth_core.pipeline import PerceptionPipeline, PipelineOptions
+from sa4depth_core.pipeline import PerceptionPipeline
+from sa4depth_core.pipeline_options import PipelineOptions
 
 
 def world_b(frames: int, h: int, w: int) -> tuple[Path, str]:

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from sa4depth_core.data.bag_reader import open_bag
-from sa4depth_core.data.kitti2bag import ODOMETRY_EPOCH_S, convert
+from sa4depth_core.data.kitti2bag import convert
+from sa4depth_core.data.kitti_recording import ODOMETRY_EPOCH_S
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.pose_io import load_tum_poses, save_kitti_poses, save_tum_poses
 from sa4depth_core.data.synth import generate_sequence

@@ -26,7 +26,7 @@ from sa4depth_core.infer import (
 )
 from sa4depth_core.odometry import ON_FAILURE
 from sa4depth_core.online import OnlineOptions
-from sa4depth_core.pipeline import PipelineOptions, pose_from_xyz_rpy
+from sa4depth_core.pipeline_options import PipelineOptions, pose_from_xyz_rpy
 from sa4depth_core.scale import SCALE_MODES
 
 from .qos import QOS_NAMES

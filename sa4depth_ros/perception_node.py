@@ -44,7 +44,8 @@ from std_srvs.srv import Trigger
 from sa4depth_core.data.bag_ground_truth import pose_matrix
 from sa4depth_core.errors import CheckpointError, InputError
 from sa4depth_core.infer import LoadedModel, load_checked_model
-from sa4depth_core.pipeline import PerceptionPipeline, pose_from_xyz_rpy
+from sa4depth_core.pipeline import PerceptionPipeline
+from sa4depth_core.pipeline_options import pose_from_xyz_rpy
 
 from . import params
 from .camera_info import K_to_camera_info, PinholeFrames, distortion_note

@@ -15,7 +15,8 @@ from sa4depth_core.errors import CheckpointError, InputError
 from sa4depth_core.geometry import se3_adjoint, se3_exp
 from sa4depth_core.infer import DepthPredictor, load_checked_model, load_model, select_device, smoke_test
 from sa4depth_core.odometry import OdometryStep, Tracking
-from sa4depth_core.pipeline import PerceptionPipeline, PipelineOptions, pose_from_xyz_rpy
+from sa4depth_core.pipeline import PerceptionPipeline
+from sa4depth_core.pipeline_options import PipelineOptions, pose_from_xyz_rpy
 from sa4depth_core.refine import TrustRegion
 from sa4depth_core.scale import ScaleEstimator
 

@@ -12,7 +12,8 @@ from rosbags.typesys import Stores, get_typestore
 from sa4depth_core.data import kitti2bag
 from sa4depth_core.data.bag_reader import BAG_TYPESTORE, open_bag
 from sa4depth_core.data.calib import load_odometry_calib
-from sa4depth_core.data.kitti2bag import T_BASE_CAM0, convert, main
+from sa4depth_core.data.kitti2bag import convert, main
+from sa4depth_core.data.kitti_recording import ODOMETRY_EPOCH_S, T_BASE_CAM0
 from sa4depth_core.data.kitti_raw import read_timestamps_ns
 from sa4depth_core.data.pose_io import load_kitti_poses
 from sa4depth_core.data.sequence import list_images, read_float_lines
@@ -82,7 +83,7 @@ def test_odometry_round_trip(odo_bag, synth_root):
     n = len(files)
     assert result.counts == {"/tf_static": 1, IMAGE: n, INFO: n, "/kitti/gt/odom": n, "/tf": n}
     msgs = read_all(bag)
-    expected_ns = kitti2bag.ODOMETRY_EPOCH_S * 10**9 + np.round(read_float_lines(seq / "times.txt", "t") * 1e9)
+    expected_ns = ODOMETRY_EPOCH_S * 10**9 + np.round(read_float_lines(seq / "times.txt", "t") * 1e9)
     images = msgs[IMAGE]
     assert [t for t, _ in images] == [stamp(m) for _, m in images] == expected_ns.astype(np.int64).tolist()
     for (_, msg), path in zip(images, files):

@@ -16,7 +16,8 @@ from sa4depth_core.infer import load_model
 from sa4depth_core.model import SA4DepthModel
 from sa4depth_core.networks.monodepth2_io import save_monodepth2_folder
 from sa4depth_core.odometry import LOST_VARIANCE, Tracking
-from sa4depth_core.pipeline import PerceptionPipeline, PipelineOptions
+from sa4depth_core.pipeline import PerceptionPipeline
+from sa4depth_core.pipeline_options import PipelineOptions
 from sa4depth_core.refine import TrustRegion
 from sa4depth_core.train.trainer import Trainer
 

@@ -1,0 +1,94 @@
+"""The settings of a PerceptionPipeline and the check that refuses settings no frame could be
+processed with; the nodes' parameter table builds and checks them before any frame arrives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transforms3d.euler import euler2mat
+
+from .backends import plan
+from .errors import InputError
+from .infer import network_size_problem
+from .odometry import LOST_VARIANCE, ON_FAILURE
+from .refine import TrustRegion
+from .scale import ScaleEstimator
+
+
+def pose_from_xyz_rpy(values) -> np.ndarray:
+    """(4,4) transform from [x, y, z, roll, pitch, yaw] (metres, radians; URDF / tf2 convention:
+    R = Rz(yaw) Ry(pitch) Rx(roll) about fixed axes)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size != 6 or not np.isfinite(v).all():
+        raise InputError(f"expected 6 finite numbers [x, y, z, roll, pitch, yaw], got {list(v)}")
+    T = np.eye(4)
+    T[:3, :3] = euler2mat(v[3], v[4], v[5], "sxyz")
+    T[:3, 3] = v[:3]
+    return T
+
+
+@dataclass
+class PipelineOptions:
+    """Settings of a PerceptionPipeline (all can change between frames via `configure`).
+
+    height, width: network input size, multiples of 32 and at least 64 (the encoder downsamples
+        by 32 and its last map must be 2 pixels or more); 0 takes the model's own size.
+    on_failure: see OdometryEstimator ("hold" keeps the last pose when refinement fails).
+    trust: the trust region a refined motion must stay in around PoseNet's (refine.TrustRegion).
+    refine_iterations, refine_max_points: the LM solver's budget per level (0 = the model's).
+    backend, precision, threads: what runs the depth, pose and feature networks
+        (backends.make_networks: auto picks the fastest that works here; threads 0 = torch's).
+    parallel: run the depth network in a second thread beside PoseNet and the feature network
+        (they need no depth), so two cores work on one frame; pays with backends that keep to
+        their own threads (give them threads=1 each), see benchmarks/pipeline_backends.py.
+    base_from_camera: (4,4) pose of the camera optical frame in the base frame.
+    min_variance: floor added to every relative-motion variance (m^2, rad^2), so that a
+        near-perfect feature match never claims impossible certainty; also the pose variance at
+        the first frame.
+    """
+
+    height: int = 0
+    width: int = 0
+    scale_mode: str = "relative"
+    scale_factor: float = 1.0
+    camera_height: float = 1.65
+    odometry: bool = True
+    refine: bool = True
+    on_failure: str = "hold"
+    trust: TrustRegion = field(default_factory=TrustRegion)
+    refine_iterations: int = 0
+    refine_max_points: int = 0
+    backend: str = "torch"
+    precision: str = "fp32"
+    threads: int = 0
+    parallel: bool = False
+    base_from_camera: np.ndarray = field(default_factory=lambda: np.eye(4))
+    min_variance: float = 1e-6
+
+    def check(self) -> None:
+        """Raise InputError for settings no frame could be processed with."""
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value % 32 or value < 0 \
+                    or 0 < value < 64:
+                raise InputError(f"network input {name} must be 0 (the model's) or a multiple of 32 of at least 64, "
+                                 f"got {value!r}")
+        problem = network_size_problem(self.height or 64, self.width or 64)
+        if problem:
+            raise InputError(problem)
+        plan(self.backend, self.precision, torch.device("cpu"))  # raises for unknown names
+        if self.on_failure not in ON_FAILURE:
+            raise InputError(f"on_failure '{self.on_failure}' is not one of {', '.join(ON_FAILURE)}")
+        T = np.asarray(self.base_from_camera, dtype=np.float64)
+        if T.shape != (4, 4) or not np.isfinite(T).all() or not np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3),
+                                                                            atol=1e-6):
+            raise InputError("base_from_camera must be a finite (4,4) rigid transform")
+        for name in ("refine_iterations", "refine_max_points"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise InputError(f"{name} must be an integer >= 0 (0 = the model's), got {value!r}")
+        if not 0 < self.min_variance < LOST_VARIANCE:
+            raise InputError(f"min_variance must be in (0, {LOST_VARIANCE:g}), got {self.min_variance}")
+        ScaleEstimator(self.scale_mode, self.scale_factor, self.camera_height)
