@@ -16,7 +16,7 @@ from .config import Config, config_from_dict
 from .errors import CheckpointError, InputError
 from .geometry import scale_intrinsics
 from .model import SA4DepthModel
-from .networks.monodepth2_io import load_monodepth2_folder
+from .networks.monodepth2_io import load_monodepth2_folder, model_settings
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,8 @@ def load_model(path: str | Path | None, device: str | torch.device = "cpu", cfg:
     if p.is_dir():
         parts = load_monodepth2_folder(p, device)
         cfg = cfg or Config()
-        meta = parts["meta"]
-        if meta.get("height") and meta.get("width"):
-            cfg.model.height, cfg.model.width = int(meta["height"]), int(meta["width"])
-        cfg.model.num_layers = parts["encoder"].num_layers
+        for key, value in model_settings(parts).items():
+            setattr(cfg.model, key, value)
         _check_size(cfg, p)
         model = SA4DepthModel(cfg).to(device)
         model.load_monodepth2(parts)
@@ -118,13 +116,11 @@ def load_model(path: str | Path | None, device: str | torch.device = "cpu", cfg:
     state = load_checkpoint(p, map_location=device)
     try:
         cfg = config_from_dict(state["config"])
-        _check_size(cfg, p)
-        model = SA4DepthModel(cfg).to(device)
-        model.load_state_dict(state["model"])
-    except (InputError, RuntimeError) as exc:
-        # load_state_dict lists every missing key; the first line says enough to act on.
-        raise CheckpointError(f"{p}: weights do not fit the network its config describes "
-                              f"({str(exc).strip().splitlines()[0]})") from exc
+    except InputError as exc:
+        raise CheckpointError(f"{p}: its config is not one this package reads ({exc})") from exc
+    _check_size(cfg, p)
+    model = SA4DepthModel(cfg).to(device)
+    model.load_weights(state["model"], p)
     return LoadedModel(model.eval(), cfg, file_sha256(p)[:12], str(p), True, features_trained(state))
 
 

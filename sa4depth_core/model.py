@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from .config import Config
+from .errors import CheckpointError
 from .geometry import pose_from_axisangle
 from .networks.depth_decoder import DepthDecoder, disp_to_depth
 from .networks.feature_net import FeatureNet
@@ -39,7 +40,6 @@ class SA4DepthModel(nn.Module):
             detach_between_levels=r.detach_between_levels,
             max_points=r.max_points,
         )
-        self.refine_enabled = r.enabled
         self.frozen: tuple[str, ...] = ()
 
     # submodules held fixed for each config.TRAINABLE choice
@@ -74,6 +74,17 @@ class SA4DepthModel(nn.Module):
         if damping:
             groups.append({"params": damping, "lr": lr * damping_lr_factor, "lr_factor": damping_lr_factor})
         return groups
+
+    def load_weights(self, weights: dict, source) -> None:
+        """Load a project state dict strictly: every tensor of this model, nothing else, same
+        shapes. Training and inference load alike, so no checkpoint trains that cannot deploy.
+        CheckpointError (naming `source`) when they do not fit."""
+        try:
+            self.load_state_dict(weights)
+        except RuntimeError as exc:
+            # torch lists every missing key and mismatch; the first line says enough to act on
+            raise CheckpointError(f"{source}: weights do not fit the network its config describes "
+                                  f"({str(exc).strip().splitlines()[0]}); check model.num_layers") from exc
 
     def load_monodepth2(self, parts: dict) -> None:
         """Copy networks read by networks.load_monodepth2_folder into this model."""

@@ -71,10 +71,9 @@ class PipelineOptions:
         """Raise InputError for settings no frame could be processed with."""
         for name in ("height", "width"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value % 32 or value < 0 \
-                    or 0 < value < 64:
-                raise InputError(f"network input {name} must be 0 (the model's) or a multiple of 32 of at least 64, "
-                                 f"got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise InputError(f"network input {name} must be 0 (the model's) or a size, got {value!r}")
+        # 0 takes the model's side, which the model's own check covered: test the other with the smallest valid one
         problem = network_size_problem(self.height or 64, self.width or 64)
         if problem:
             raise InputError(problem)

@@ -219,6 +219,14 @@ def load_monodepth2_folder(
     return {**modules, "meta": meta}
 
 
+def model_settings(parts: dict) -> dict:
+    """The `config.model` values a Monodepth2 folder fixes, from `load_monodepth2_folder`'s
+    result: num_layers, and height/width where encoder.pth stores its training size."""
+    meta = parts["meta"]
+    return {"num_layers": parts["encoder"].num_layers,
+            **{key: int(meta[key]) for key in ("height", "width") if meta.get(key)}}
+
+
 def save_monodepth2_folder(
     path: str | os.PathLike,
     encoder: ResnetEncoder,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from ..data.sequence import FrameSequence
+from ..errors import InputError
 from .learner import EvalOutcome, OnlineLearner
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class BackgroundTrainer:
     def __init__(self, learner: OnlineLearner, duty_cycle: float = 1.0, threads: int = 0,
                  on_outcome: Callable[[EvalOutcome], None] | None = None):
         if not 0 < duty_cycle <= 1:
-            raise ValueError(f"duty_cycle must be in (0, 1], got {duty_cycle}")
+            raise InputError(f"duty_cycle must be in (0, 1], got {duty_cycle}")
         self.learner = learner
         self.duty_cycle = float(duty_cycle)
         self.threads = int(threads)

@@ -16,11 +16,11 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from ..checkpoint import features_trained, load_checkpoint, save_checkpoint
 from ..config import TRAINABLE, Config
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..eval.depth_metrics import evaluate_depth
 from ..model import SA4DepthModel
 from ..networks.depth_decoder import disp_to_depth
-from ..networks.monodepth2_io import load_monodepth2_folder
+from ..networks.monodepth2_io import load_monodepth2_folder, model_settings
 from ..objective import compute_losses
 from .distributed import all_reduce_mean, init_distributed, shutdown
 from .progress import TrainProgress
@@ -42,9 +42,7 @@ def _adopt_init_model(cfg: Config, log) -> None:
     if not t.init:
         return
     if Path(t.init).is_dir():
-        meta = load_monodepth2_folder(t.init, torch.device("cpu"))
-        source = {"num_layers": meta["encoder"].num_layers, "height": meta["meta"].get("height"),
-                  "width": meta["meta"].get("width")}
+        source = model_settings(load_monodepth2_folder(t.init, torch.device("cpu")))
     else:
         source = load_checkpoint(t.init)["config"].get("model", {})
     for key in MODEL_KEYS_FROM_INIT:
@@ -158,7 +156,7 @@ class Trainer:
         self._resume_state = None
         if path:
             state = load_checkpoint(path, map_location=self.device)
-            self._load_model_state(state, path)
+            self.model.load_weights(state["model"], path)
             self._resume_state = state  # its optimizer state is loaded once the optimizer exists
             self.init_features_trained = features_trained(state)
             self.step, self.epoch = state["step"], state["epoch"]
@@ -171,25 +169,13 @@ class Trainer:
             self.log(f"initialised depth and pose networks from the Monodepth2 folder {t.init}")
         elif t.init:
             state = load_checkpoint(t.init, map_location=self.device)
-            self._load_model_state(state, t.init)
+            self.model.load_weights(state["model"], t.init)
             self.init_features_trained = features_trained(state)
             self.parent = t.init
             self.log(f"initialised weights from {t.init}")
         elif self.cfg.model.imagenet_weights:
             self.model.load_imagenet(self.cfg.model.imagenet_weights)
             self.log(f"encoders initialised from ImageNet weights {self.cfg.model.imagenet_weights}")
-
-    def _load_model_state(self, state: dict, path: str) -> None:
-        try:
-            missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
-        except RuntimeError as exc:  # tensors of other shapes: another architecture
-            detail = str(exc).strip().splitlines()[-1].strip()  # torch lists every mismatch: one says enough
-            raise CheckpointError(f"{path}: weights do not fit this model ({detail})") from exc
-        if unexpected or [k for k in missing if not k.startswith(("feature_net.", "refiner."))]:
-            raise CheckpointError(
-                f"{path}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
-                "check model.num_layers"
-            )
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         t = self.cfg.train
