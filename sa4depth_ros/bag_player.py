@@ -28,6 +28,7 @@ from rosbags.interfaces import QosDurability, QosHistory, QosReliability
 
 from sa4depth_core.data.bag_reader import open_bag
 from sa4depth_core.errors import InputError
+from sa4depth_core.stamps import sec_nanosec
 from sa4depth_ros.ros_env import ensure_loopback_dds
 
 DEFAULT_DEPTH = 10
@@ -137,7 +138,7 @@ class BagPlayer:
 
     def _publish_clock(self, bag_ns: int) -> None:
         msg = self._clock_msg()
-        msg.clock.sec, msg.clock.nanosec = divmod(int(bag_ns), 1_000_000_000)
+        msg.clock.sec, msg.clock.nanosec = sec_nanosec(bag_ns)
         self.clock_pub.publish(msg)
 
     def _wait_until(self, wall: float, bag_at) -> None:

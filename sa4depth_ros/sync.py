@@ -11,16 +11,12 @@ from typing import Callable
 from sensor_msgs.msg import CameraInfo, Image
 
 from sa4depth_core.errors import InputError
+from sa4depth_core.stamps import stamp_ns
 
 try:
     import message_filters
 except ImportError:
     message_filters = None
-
-
-def stamp_ns(msg) -> int:
-    """Header stamp of a message in integer nanoseconds."""
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 class ApproximateSyncFallback:
@@ -66,7 +62,7 @@ class ApproximateSyncFallback:
 
     def _add(self, msg, own: list, other: list):
         """Queue `msg` or return its partner from `other`."""
-        t = stamp_ns(msg)
+        t = stamp_ns(msg.header.stamp)
         with self._lock:
             best = min(range(len(other)), key=lambda i: abs(other[i][0] - t), default=None)
             if best is None or abs(other[best][0] - t) > self._slop_ns:

@@ -10,8 +10,9 @@ import numpy as np
 from transforms3d.axangles import axangle2mat, mat2axangle
 from transforms3d.quaternions import quat2mat
 
-from sa4depth_core.data.bag_reader import ODOMETRY_TYPE, TF_TYPE, bag_topics, deserialize, stamp_ns
+from sa4depth_core.data.bag_reader import ODOMETRY_TYPE, TF_TYPE, bag_topics, deserialize
 from sa4depth_core.errors import InputError
+from sa4depth_core.stamps import stamp_ns
 
 GT_NAME_PARTS = ("gt", "ground_truth")
 GT_FRAME_PREFIX = "gt_"
@@ -101,7 +102,7 @@ def read_odometry(reader, topic: str, where: str) -> Trajectory:
     stamps, poses, frames = [], [], set()
     for _, _, raw in reader.messages(conns):
         msg = deserialize(raw, ODOMETRY_TYPE, f"{where} {topic}")
-        stamps.append(stamp_ns(msg.header))
+        stamps.append(stamp_ns(msg.header.stamp))
         poses.append(pose_matrix(msg.pose.pose.position, msg.pose.pose.orientation))
         frames.add((msg.header.frame_id, msg.child_frame_id))
     if not stamps:
@@ -119,7 +120,7 @@ def read_tf_trajectory(reader, child_frame: str, where: str, topic: str = "/tf")
     for _, _, raw in reader.messages(conns) if conns else ():
         for t in deserialize(raw, TF_TYPE, f"{where} {topic}").transforms:
             if t.child_frame_id == child_frame:
-                stamps.append(stamp_ns(t.header))
+                stamps.append(stamp_ns(t.header.stamp))
                 poses.append(pose_matrix(t.transform.translation, t.transform.rotation))
                 parents.add(t.header.frame_id)
     if not stamps:

@@ -1,5 +1,5 @@
 """ROS 2 bags (sqlite3 or mcap) read with rosbags, without a ROS install: an open reader whose
-failures name the bag, message decoding and header stamps."""
+failures name the bag, and message decoding."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -94,8 +94,3 @@ def deserialize(raw: bytes, msgtype: str, where: str):
         return BAG_TYPESTORE.deserialize_cdr(raw, msgtype)
     except Exception as exc:
         raise InputError(f"{where}: cannot decode a {msgtype} message ({type(exc).__name__}: {exc})") from exc
-
-
-def stamp_ns(header) -> int:
-    """Header stamp as integer nanoseconds."""
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)

@@ -33,7 +33,6 @@ from sa4depth_core.data.bag_reader import (
     bag_topics,
     deserialize,
     open_bag,
-    stamp_ns,
 )
 from sa4depth_core.data.image_folder import load_intrinsics
 from sa4depth_core.data.image_msg import (
@@ -43,6 +42,7 @@ from sa4depth_core.data.image_msg import (
 )
 from sa4depth_core.data.sequence import FixedCameraSequence, FrameSequence
 from sa4depth_core.errors import InputError
+from sa4depth_core.stamps import stamp_ns
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class BagImageSequence(FixedCameraSequence):
         for _, t, raw in reader.messages(self._connections(reader)):
             msg = deserialize(raw, self.msgtype, f"{self.bag} {self.topic}")
             bag_ns.append(t)
-            stamps.append(stamp_ns(msg.header))
+            stamps.append(stamp_ns(msg.header.stamp))
             self.frame_id = self.frame_id or msg.header.frame_id
         if not stamps:
             raise InputError(f"{self.bag}: image topic {self.topic} has no messages")
@@ -203,7 +203,7 @@ class BagImageSequence(FixedCameraSequence):
         t = int(self._bag_ns[i])
         for _, _, raw in reader.messages(self._connections(reader), start=t, stop=t + 1):
             msg_stamp = t if self.stamp_source == "bag" else \
-                stamp_ns(deserialize(raw, self.msgtype, f"{self.bag} {self.topic}").header)
+                stamp_ns(deserialize(raw, self.msgtype, f"{self.bag} {self.topic}").header.stamp)
             if msg_stamp == self.stamps_ns[i]:
                 return raw
         raise InputError(f"{self.bag}: frame {i} of {self.topic} (bag time {t} ns) is gone; was the bag changed?")

@@ -49,6 +49,7 @@ from sa4depth_core.data.kitti_recording import (
     load_velodyne_scan,
 )
 from sa4depth_core.errors import InputError
+from sa4depth_core.stamps import sec_nanosec
 
 GT_WORLD_FRAME = "gt_world"
 GT_BASE_FRAME = "gt_base_link"
@@ -99,7 +100,7 @@ _T = BAG_TYPESTORE.types
 
 
 def _header(stamp_ns: int, frame_id: str):
-    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    sec, nanosec = sec_nanosec(stamp_ns)
     return _T["std_msgs/msg/Header"](stamp=_T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
                                      frame_id=frame_id)
 
