@@ -12,12 +12,13 @@ import transforms3d.axangles as ta
 import transforms3d.quaternions as tq
 
 from sa4depth_core.errors import InputError
-from sa4depth_core.eval.cli_odometry import associate_timestamps, load_trajectory_pair, main
+from sa4depth_core.eval.cli_odometry import main
 from sa4depth_core.eval.odometry_metrics import (absolute_to_relative, align_trajectories,
                                                  odometry_errors, relative_to_absolute,
                                                  segment_drift, snippet_ate, trajectory_ate,
                                                  umeyama_alignment)
 from sa4depth_core.eval.report import format_table, write_json
+from sa4depth_core.eval.trajectory_matching import associate_timestamps, load_trajectory_pair
 
 # CI places shared/ beside the clone; locally it is /work/shared.
 KITTI_ODOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_odometry"

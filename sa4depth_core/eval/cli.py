@@ -29,6 +29,7 @@ from .odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate
 from .report import format_table, write_json
 from .run_model import run_sequence
 from .scale_consistency import frame_scale_ratios, pose_depth_scale_ratios, sequence_scale_consistency
+from .trajectory_matching import FORMATS
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -100,13 +101,14 @@ def cmd_depth(args) -> dict:
     return {"model": loaded.model_id, "depth": result, "scale_consistency": consistency}
 
 
-def cmd_odom(args) -> dict | int:
+def cmd_odom(args) -> dict:
     if args.trajectory or args.est_topic or (args.bag and not args.checkpoint):
         return cli_trajectory.run(args)
     if args.gt or args.est:
-        forwarded = ["--gt", args.gt or "", "--est", args.est or "", "--align", args.align, "--format", args.format]
-        return cli_odometry.main(forwarded + (["--json", args.json] if args.json else [])
-                                 + (["--plot", args.plot] if args.plot else []))
+        if not (args.gt and args.est):
+            raise InputError("sa4depth-eval odom: file mode needs both --gt FILE and --est FILE")
+        plot = args.plot or (Path(args.json).with_suffix(".png") if args.json else None)
+        return cli_odometry.run(args.gt, args.est, args.format, args.align, plot=plot)
     loaded, device, nets = _model(args)
     out: dict = {"model": loaded.model_id, "features_trained": loaded.features_trained, "sequences": {}}
     if not loaded.features_trained:
@@ -173,7 +175,7 @@ def main(argv=None) -> int:
     _model_args(o)
     o.add_argument("--gt", help="ground-truth poses file (file mode)")
     o.add_argument("--est", help="estimated poses file (file mode)")
-    o.add_argument("--format", default="kitti", choices=["kitti", "tum"])
+    o.add_argument("--format", default="kitti", choices=FORMATS)
     o.add_argument("--align", default="7dof", choices=["none", "scale", "6dof", "7dof", "scale_7dof"])
     o.add_argument("--save-dir", help="write the estimated trajectories (KITTI and TUM formats) here")
     o.add_argument("--bag", help="ROS 2 bag: its ground truth (and odometry topics, or with --checkpoint its images)")
@@ -187,8 +189,6 @@ def main(argv=None) -> int:
     except (InputError, OSError) as e:
         print(f"sa4depth-eval: error: {e}", file=sys.stderr)
         return 2
-    if isinstance(result, int):
-        return result
     if args.json:
         print(f"wrote {write_json(args.json, result)}")
     return 0

@@ -20,45 +20,29 @@ from ..data.bag_ground_truth import (
     GT_FRAME_PREFIX,
     StaticTransforms,
     find_ground_truth,
-    interpolate_poses,
     is_ground_truth_topic,
     read_odometry,
 )
 from ..data.bag_reader import COMPRESSED_TYPE, IMAGE_TYPE, ODOMETRY_TYPE, bag_topics, deserialize, open_bag
 from ..data.bag_sequence import BagImageSequence
-from ..data.pose_io import load_kitti_poses, load_tum_poses
 from ..errors import InputError
 from ..infer import DepthPredictor, load_model, select_device
 from .odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate
 from .report import format_table
+from .trajectory_matching import load_trajectory, match_trajectories
 from .trajectory_plot import depth_strip, plot_trajectories
 
 STRIP_FRAMES = 4
-# Estimates stamped within this of the ground truth's time span are matched by interpolation.
-MAX_GAP_S = 0.05
 
 
-def load_pose_file(path: str | Path) -> tuple[np.ndarray | None, np.ndarray]:
-    """A KITTI (12 numbers per line) or TUM (8) trajectory file.
+def _load_file(path: str | Path) -> tuple[np.ndarray | None, np.ndarray]:
+    """A KITTI or TUM trajectory file, its stamps in int64 ns like a bag's.
 
     Returns:
         stamps (N,) int64 ns or None for KITTI, and poses (N,4,4).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: trajectory file not found")
-    first = next((line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")), "")
-    columns = len(first.replace(",", " ").split())
-    if columns == 12:
-        return None, load_kitti_poses(path)
-    if columns == 8:
-        stamps, poses = load_tum_poses(path)
-        back = np.flatnonzero(np.diff(stamps) <= 0)
-        if back.size:
-            raise InputError(f"{path}: timestamps must increase, but pose {back[0] + 1} (t={stamps[back[0] + 1]!r}) "
-                             f"does not follow pose {back[0]} (t={stamps[back[0]]!r})")
-        return np.round(stamps * 1e9).astype(np.int64), poses
-    raise InputError(f"{path}: first pose line has {columns} numbers; expected 12 (KITTI) or 8 (TUM)")
+    stamps, poses = load_trajectory(path)
+    return (None if stamps is None else np.round(stamps * 1e9).astype(np.int64)), poses
 
 
 def _body_change(static: StaticTransforms, gt_body: str, est_body: str) -> np.ndarray | None:
@@ -73,33 +57,10 @@ def _body_change(static: StaticTransforms, gt_body: str, est_body: str) -> np.nd
     return None
 
 
-def match_trajectories(gt_stamps: np.ndarray | None, gt: np.ndarray, est_stamps: np.ndarray | None,
-                       est: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Pairs of poses for evaluation.
-
-    Both stamped: GT interpolated at every estimate stamp inside its time span (+- MAX_GAP_S).
-    Otherwise: line by line, equal lengths required.
-    Returns:
-        gt (M,4,4), est (M,4,4), stamps (M,) ns or None.
-    """
-    if gt_stamps is None or est_stamps is None:
-        if len(gt) != len(est):
-            raise InputError(f"{where}: {len(gt)} ground-truth poses but {len(est)} estimated ones; without stamps "
-                             f"on both sides they are matched line by line and must be equally many")
-        return gt, est, None
-    gap = int(MAX_GAP_S * 1e9)
-    inside = (est_stamps >= gt_stamps[0] - gap) & (est_stamps <= gt_stamps[-1] + gap)
-    if np.count_nonzero(inside) < 2:
-        raise InputError(f"{where}: only {np.count_nonzero(inside)} estimated poses fall within the ground truth's "
-                         f"time span; need at least 2")
-    matched = interpolate_poses(gt_stamps, gt, est_stamps[inside], gap)
-    return matched, est[inside], est_stamps[inside]
-
-
 def _estimate(args, reader, where: str, gt_topic: str | None) -> tuple[np.ndarray | None, np.ndarray, str, str]:
     """(stamps or None, poses, body frame or '', description) of the estimate."""
     if args.trajectory:
-        stamps, poses = load_pose_file(args.trajectory)
+        stamps, poses = _load_file(args.trajectory)
         return stamps, poses, "", str(args.trajectory)
     if reader is None:
         raise InputError("sa4depth-eval odom: give an estimate with --trajectory FILE or --bag BAG (--est-topic)")
@@ -134,7 +95,7 @@ def evaluate(args) -> dict:
     with open_bag(args.bag) if args.bag else nullcontext() as reader:
         gt_topic, gt_body = None, ""
         if args.gt:
-            gt_stamps, gt = load_pose_file(args.gt)
+            gt_stamps, gt = _load_file(args.gt)
             gt_name = str(args.gt)
         else:
             if reader is None:
