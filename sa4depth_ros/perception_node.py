@@ -83,8 +83,9 @@ LOG_THROTTLE_S = 5.0
 # problem (WARN); a stage that raised on a valid frame is the node's (ERROR).
 STAGES = {"input": WARN, "depth": ERROR, "outputs": ERROR, "odometry": ERROR}
 # Counted here; frames_dropped_stale (mailbox) and frames_unpaired (synchroniser) come from those.
+# The pipeline counts its odometry stage errors; here only odometry it computed that the node could not publish.
 COUNTERS = ("frames_received", "frames_processed", "frames_published", "frames_rejected", "frames_failed",
-            "odometry_failed")
+            "odometry_unpublished")
 MAX_STUCK_LOADS = 2
 RELATIVE_WARNING = ("scale_mode relative: depth, points, odom and TF are in network units, NOT metres (every "
                     "consumer reads them as metres); set scale_mode camera_height with the camera_height, or fixed")
@@ -299,14 +300,17 @@ class PerceptionNode(Node):
         """Every frame the node was handed, by fate: received = dropped_stale + rejected + failed +
         processed (+ the one or two in the mailbox or in progress); published <= processed.
         frames_unpaired counts images and CameraInfo messages the synchroniser discarded without a
-        partner (fallback synchroniser only; 'n/a' with message_filters)."""
+        partner (fallback synchroniser only; 'n/a' with message_filters). odometry_failed counts
+        frames whose odometry failed: the pipeline's count of its odometry stage errors (as of the
+        last frame; the pipeline is the one that counts them) plus odometry this node computed but
+        could not publish."""
         counts = self._counts.snapshot()
         unpaired = self._sync.dropped
         return {"frames_received": counts["frames_received"], "frames_processed": counts["frames_processed"],
                 "frames_published": counts["frames_published"], "frames_dropped_stale": self._slot.dropped,
                 "frames_rejected": counts["frames_rejected"], "frames_failed": counts["frames_failed"],
                 "frames_unpaired": "n/a" if unpaired is None else unpaired,
-                "odometry_failed": counts["odometry_failed"]}
+                "odometry_failed": self._last["status"]["odometry_stage_errors"] + counts["odometry_unpublished"]}
 
     def _announce_model(self, loaded) -> None:
         self._model = {"model_id": loaded.model_id, "model_source": loaded.source, "trained": loaded.trained}
@@ -490,7 +494,7 @@ class PerceptionNode(Node):
         """odom, path and TF of a frame (stage 'odometry'): never a non-finite number."""
         odo = result.odometry
         if result.odometry_error:
-            self._stage_failed("odometry", result.odometry_error, "odometry_failed")
+            self._stage_failed("odometry", result.odometry_error)  # the pipeline counted it
             return
         if odo is None:
             self._health.ok("odometry")
@@ -498,12 +502,13 @@ class PerceptionNode(Node):
         pose, pose_covariance = odo.pose, odo.pose_covariance
         arrays = (pose, pose_covariance, odo.twist, odo.twist_covariance)
         if not all(np.isfinite(a).all() for a in arrays):
-            self._stage_failed("odometry", "non-finite pose, twist or covariance (not published)", "odometry_failed")
+            self._stage_failed("odometry", "non-finite pose, twist or covariance (not published)",
+                               "odometry_unpublished")
             return
         try:
             self._publish_odometry(pose, pose_covariance, odo, header, s)
         except Exception as exc:  # noqa: BLE001
-            self._stage_failed("odometry", exc, "odometry_failed")
+            self._stage_failed("odometry", exc, "odometry_unpublished")
         else:
             self._health.ok("odometry")
 
