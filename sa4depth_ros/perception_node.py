@@ -44,6 +44,7 @@ from std_srvs.srv import Trigger
 from sa4depth_core.data.bag_ground_truth import pose_matrix
 from sa4depth_core.errors import CheckpointError, InputError
 from sa4depth_core.infer import LoadedModel, load_checked_model
+from sa4depth_core.odometry import Tracking
 from sa4depth_core.pipeline import PerceptionPipeline
 from sa4depth_core.pipeline_options import pose_from_xyz_rpy
 
@@ -86,6 +87,9 @@ STAGES = {"input": WARN, "depth": ERROR, "outputs": ERROR, "odometry": ERROR}
 # The pipeline counts its odometry stage errors; here only odometry it computed that the node could not publish.
 COUNTERS = ("frames_received", "frames_processed", "frames_published", "frames_rejected", "frames_failed",
             "odometry_unpublished")
+# `tracking` in /diagnostics while there is no odometry.Tracking state to show
+TRACKING_NO_FRAME = "none"  # no frame processed yet
+TRACKING_OFF = "off"  # the last frame got no odometry: switched off, or its odometry stage failed
 MAX_STUCK_LOADS = 2
 RELATIVE_WARNING = ("scale_mode relative: depth, points, odom and TF are in network units, NOT metres (every "
                     "consumer reads them as metres); set scale_mode camera_height with the camera_height, or fixed")
@@ -221,9 +225,9 @@ class PerceptionNode(Node):
         self._last_problem = ""  # the newest problem of any frame, kept as history in diagnostics
         self._waiting_note = ""
         self._distortion_note = ""
-        self._last = {"tracking": "none", "lost_count": 0, "lost_streak": 0, "scale": self.pipeline.describe_scale(),
-                      "units": self._units(), "input_size": "none", "status": self.pipeline.status(),
-                      "warnings": self.pipeline.warnings()}
+        self._last = {"tracking": TRACKING_NO_FRAME, "lost_count": 0, "lost_streak": 0,
+                      "scale": self.pipeline.describe_scale(), "units": self._units(), "input_size": "none",
+                      "status": self.pipeline.status(), "warnings": self.pipeline.warnings()}
         self._path: deque = deque(maxlen=s.path_max_size)
         self._path_stamp: float | None = None  # image time of the last path message
         self._origin_note = "first frame"
@@ -437,8 +441,10 @@ class PerceptionNode(Node):
 
     @staticmethod
     def _odometry_state(odo) -> dict:
+        """tracking (a Tracking, or TRACKING_OFF), lost_count and lost_streak of a frame's
+        odometry.OdometryOutput or None."""
         if odo is None:
-            return {"tracking": "off", "lost_count": 0, "lost_streak": 0}
+            return {"tracking": TRACKING_OFF, "lost_count": 0, "lost_streak": 0}
         return {"tracking": odo.tracking, "lost_count": odo.lost_count, "lost_streak": odo.lost_streak}
 
     def _note_distortion(self, info, rectified: bool) -> None:
@@ -672,9 +678,10 @@ class PerceptionNode(Node):
         if note:
             problems.append((WARN, note))
         problems += self._health.problems()
-        if last["tracking"] in ("lost", "posenet_fallback"):
+        tracking = last["tracking"]
+        if isinstance(tracking, Tracking) and tracking.failed:
             problems.append((ERROR if last["lost_streak"] >= 10 else WARN,
-                             f"odometry {last['tracking']} for {last['lost_streak']} frame(s)"))
+                             f"odometry {tracking} for {last['lost_streak']} frame(s)"))
         problems += [(WARN, text) for text in last["warnings"]]
         if s.publish_camera_tf and self._camera_tf_note.startswith("not published"):
             problems.append((WARN, f"publish_camera_tf: {self._camera_tf_note}"))
@@ -695,7 +702,7 @@ class PerceptionNode(Node):
             "network_size": "{1}x{0}".format(*self.pipeline.network_size),
             "input": self._input_note(s),
             "odometry": "on" if s.odometry_enabled else "off",
-            "tracking": last["tracking"],
+            "tracking": tracking,
             "lost_count": last["lost_count"],
             "odom_origin": self._origin_note,
             **last["status"],
