@@ -24,18 +24,18 @@ import numpy as np
 
 from sa4depth_core.data.bag_reader import open_bag
 from sa4depth_core.data.kitti2bag import convert
-from sa4depth_core.data.kitti_recording import ODOMETRY_EPOCH_S
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
+from sa4depth_core.data.kitti_recording import ODOMETRY_EPOCH_S
 from sa4depth_core.data.pose_io import load_tum_poses, save_kitti_poses, save_tum_poses
 from sa4depth_core.data.synth import generate_sequence
 from sa4depth_core.eval.recorded import match_frames, score_recording
 from sa4depth_core.eval.report import format_table, write_json
 from sa4depth_core.eval.trajectory_plot import TrajectoryPlot, depth_strip, plot_trajectories
+from sa4depth_core.stamps import stamp_seconds
 
 from .frame_accounting import account_frames, count, frame_ranges, node_settled
 from .image_codec import msg_to_depth
 from .ros_env import ensure_loopback_dds
-from .stamps import stamp_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (64, 192)  # learns several times faster per CPU minute than 96x320 (benchmarks/RESULTS.md)

@@ -47,6 +47,7 @@ from sa4depth_core.infer import LoadedModel, load_checked_model
 from sa4depth_core.odometry import Tracking
 from sa4depth_core.pipeline import PerceptionPipeline
 from sa4depth_core.pipeline_options import pose_from_xyz_rpy
+from sa4depth_core.stamps import stamp_seconds
 
 from . import params
 from .camera_info import K_to_camera_info, PinholeFrames, distortion_note
@@ -66,7 +67,6 @@ from .image_codec import array_to_msg, colorize_depth, decode_rgb, depth_to_msg
 from .node_main import run_node, torch_device
 from .pose_msgs import pose_msg, pose_to_transform_stamped
 from .qos import qos_from_string, reliable_qos
-from .stamps import stamp_seconds
 from .sync import make_image_info_sync
 from .tf_lookup import TransformLookup
 from .tf_out import TransformPublisher

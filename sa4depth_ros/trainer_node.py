@@ -44,6 +44,7 @@ from sa4depth_core.online import (
     feed_sequence,
 )
 from sa4depth_core.online.learner import DEPLOYED
+from sa4depth_core.stamps import stamp_seconds
 
 from . import params
 from .camera_info import PinholeFrames
@@ -51,7 +52,6 @@ from .diagnostics import ERROR, OK, WARN, make_array, make_status, worst_level
 from .image_codec import decode_rgb
 from .node_main import run_node, torch_device
 from .qos import qos_from_string
-from .stamps import stamp_seconds
 from .sync import make_image_info_sync
 
 NODE_NAME = "trainer_node"
