@@ -2,12 +2,9 @@
 stamp what it sends (the other directions are in sa4depth_core.stamps: they need no ROS)."""
 from __future__ import annotations
 
-from builtin_interfaces.msg import Time
-
-from sa4depth_core.stamps import sec_nanosec
+from rclpy.time import Time
 
 
-def stamp_msg(seconds: float) -> Time:
+def stamp_msg(seconds: float):
     """builtin_interfaces/Time of `seconds` (rounded to the nanosecond)."""
-    sec, nanosec = sec_nanosec(round(seconds * 1e9))
-    return Time(sec=sec, nanosec=nanosec)
+    return Time(nanoseconds=int(round(seconds * 1e9))).to_msg()

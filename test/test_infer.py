@@ -217,7 +217,7 @@ def test_reset_resize_and_trajectory_files(untrained, frames, tmp_path):
 
 
 def test_options_are_checked(untrained):
-    for bad, match in [(dict(height=100), "multiple of 32"), (dict(width=32), "at least 64"),
+    for bad, match in [(dict(height=100), "multiples of 32"), (dict(width=32), "at least 64"),
                        (dict(scale_mode="metric"), "scale mode"),
                        (dict(scale_mode="fixed", scale_factor=0.0), "positive"),
                        (dict(on_failure="stop"), "on_failure"),
