@@ -269,6 +269,32 @@ def sample(image: torch.Tensor, pixels: torch.Tensor, padding_mode: str = "borde
     return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)[..., 0]
 
 
+def sample_rows(image: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of a channels-last image at pixel positions, border-clamped, with the
+    values of `sample` (align_corners, border padding): one weighted sum of the four neighbours'
+    rows of C contiguous values (embedding_bag), where grid_sample reads each channel's plane
+    apart. For a few thousand points on a wide map (the LM's features, their gradients and
+    confidence) that is several times faster on a CPU.
+
+    Args:
+        image: (B, H, W, C) contiguous, H and W at least 2; pixels: (B, N, 2) as (u, v).
+    Returns:
+        (B, C, N) contiguous
+    """
+    B, H, W, C = image.shape
+    # non-finite positions are clamped like far ones instead of becoming undefined indices
+    u = torch.nan_to_num(pixels[..., 0], nan=0.0).clamp(0, W - 1)
+    v = torch.nan_to_num(pixels[..., 1], nan=0.0).clamp(0, H - 1)
+    u0, v0 = u.detach().floor().clamp(max=W - 2), v.detach().floor().clamp(max=H - 2)
+    du, dv = u - u0, v - v0
+    first = torch.arange(B, device=image.device)[:, None] * (H * W) + v0.long() * W + u0.long()
+    corners = torch.stack([first, first + 1, first + W, first + W + 1], dim=-1)  # (B,N,4)
+    weights = torch.stack([(1 - du) * (1 - dv), du * (1 - dv), (1 - du) * dv, du * dv], dim=-1)
+    rows = F.embedding_bag(corners.reshape(-1, 4), image.reshape(B * H * W, C),
+                           per_sample_weights=weights.reshape(-1, 4), mode="sum")
+    return rows.view(B, -1, C).transpose(1, 2).contiguous()
+
+
 def in_view(pixels: torch.Tensor, z: torch.Tensor, height: int, width: int, margin: float = 0.0) -> torch.Tensor:
     """Which projections land inside the image and in front of the camera.
 

@@ -8,7 +8,8 @@ Choices the notes leave open, and why:
     which would make the unrolled solver's own gradient jump too. Bilinear interpolation
     commutes with integer shifts. Sampling a precomputed central-difference map at p' is
     therefore exactly the difference of the +-1 px samples (for margin >= 1). So the
-    features, their two gradients and the confidence are read with one grid_sample call.
+    features, their two gradients and the confidence are read in one pass, from a
+    channels-last map whose rows hold all of a pixel's values (geometry.sample_rows).
   * The update uses the full SE(3) exponential (geometry.se3_exp). At delta = 0 its Jacobian
     equals PixLoc's (so3exp, rho) approximation, so the analytic Jacobian below holds for both.
   * Samples are not re-normalised after bilinear interpolation. The network normalises every
@@ -28,7 +29,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .geometry import in_view, project, sample, transform_points
+from .geometry import in_view, project, sample_rows, transform_points
 
 _MIN_DAMPING = 1e-6  # floor of the damping added to each diagonal entry of H
 _MIN_Z = 1e-3  # same cut as geometry.in_view
@@ -97,7 +98,8 @@ def pixel_jacobian(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 
 
 def source_maps(features: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
-    """Source features, their central differences in u and v, and the confidence, in one map.
+    """Source features, their central differences in u and v, and the confidence, in one
+    channels-last map, so that each solver iteration reads a point's 3C+1 values as one row.
 
     Non-finite values are replaced by 0 so that no sample can carry them into the solver.
     The border uses one-sided differences, which a margin of at least 1 px never reads.
@@ -105,12 +107,16 @@ def source_maps(features: torch.Tensor, confidence: torch.Tensor) -> torch.Tenso
     Args:
         features: (B,C,h,w); confidence: (B,1,h,w)
     Returns:
-        (B,3C+1,h,w)
+        (B,h,w,3C+1) contiguous
     """
+    B, C, h, w = features.shape
     padded = F.pad(features, (1, 1, 1, 1), mode="replicate")
-    grad_u = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
-    grad_v = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
-    maps = torch.cat([features, grad_u, grad_v, confidence], dim=1)
+    # written part by part into the channels-last map: one pass each instead of a cat and a transposed copy
+    maps = features.new_empty(B, h, w, 3 * C + 1)
+    maps[..., :C] = features.permute(0, 2, 3, 1)
+    maps[..., C:2 * C] = ((padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2).permute(0, 2, 3, 1)
+    maps[..., 2 * C:3 * C] = ((padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2).permute(0, 2, 3, 1)
+    maps[..., 3 * C] = confidence[:, 0]
     return _finite_or_zero(maps)
 
 
@@ -172,14 +178,14 @@ def linearize(
         T: (B,4,4) target -> source.
         points: (B,3,M) target-camera points; point_ok: (B,M) bool, False for invalid depth.
         feat_t: (B,C,M) target features at the points (finite); conf_t: (B,M) their confidences.
-        source: (B,3C+1,h,w) from source_maps().
+        source: (B,h,w,3C+1) from source_maps().
         K: (B,3,3) intrinsics at this level.
         margin: pixels kept clear of the border; at least 1 keeps the +-1 px differences exact.
     Returns:
         Linearization
     """
     C = feat_t.shape[1]
-    h, w = source.shape[-2:]
+    h, w = source.shape[1:3]
     moved = transform_points(T, points)
     front = point_ok & torch.isfinite(moved).all(1) & (moved[:, 2] > _MIN_Z)
     moved = torch.where(front[:, None], moved, moved.new_tensor([0.0, 0.0, 1.0])[None, :, None])
@@ -187,7 +193,7 @@ def linearize(
     valid = front & in_view(pixels, z, h, w, margin)
 
     # split, not slicing: its backward is one concatenation instead of three zero-filled copies.
-    feat_s, grad_s, conf_s = torch.split(sample(source, pixels), [C, 2 * C, 1], dim=1)
+    feat_s, grad_s, conf_s = torch.split(sample_rows(source, pixels), [C, 2 * C, 1], dim=1)
     residual = feat_s - feat_t
     sq = (residual * residual).sum(1)
     conf = torch.where(valid, conf_t * conf_s[:, 0], 0.0)

@@ -178,7 +178,7 @@ def _per_level(value, n: int, name: str) -> list:
 
 class LevelProblem(NamedTuple):
     """What one pyramid level's solve works on: target points (B,3,M) with their validity
-    (B,M), features (B,C,M) and confidences (B,M); the source maps (B,3C+1,h,w) of source_maps();
+    (B,M), features (B,C,M) and confidences (B,M); the source maps (B,h,w,3C+1) of source_maps();
     and the level's intrinsics K (B,3,3)."""
 
     points: torch.Tensor

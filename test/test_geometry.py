@@ -100,3 +100,20 @@ def test_scale_intrinsics_matches_resize():
     assert abs((w * xs).sum() - u2) < 0.05 and abs((w * ys).sum() - v2) < 0.05
     Kt = g.scale_intrinsics(torch.tensor(K), 0.5, 0.5)
     np.testing.assert_allclose(Kt.numpy(), K2)
+
+
+def test_sample_rows_equals_grid_sample_with_its_gradients():
+    """The LM's gather sampler (channels-last rows) gives grid_sample's values and gradients, for
+    points inside, between and beyond the borders (clamped), and a NaN position stays finite."""
+    rng = torch.Generator().manual_seed(3)
+    image = torch.randn(2, 5, 9, 11, dtype=torch.float64, generator=rng, requires_grad=True)
+    pixels = (torch.rand(2, 40, 2, dtype=torch.float64, generator=rng) * torch.tensor([15.0, 13.0]) - 2.0)
+    pixels.requires_grad_()
+    expected = g.sample(image, pixels)
+    got = g.sample_rows(image.permute(0, 2, 3, 1).contiguous(), pixels)
+    assert got.shape == (2, 5, 40) and torch.allclose(got, expected, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(expected.square().sum(), (image, pixels)),
+                    torch.autograd.grad(got.square().sum(), (image, pixels))):
+        assert torch.allclose(a, b, atol=1e-10)
+    nan = torch.full((1, 1, 2), float("nan"), dtype=torch.float64)
+    assert torch.isfinite(g.sample_rows(image[:1].detach().permute(0, 2, 3, 1).contiguous(), nan)).all()
