@@ -255,6 +255,8 @@ SPECS = (
               "works here; kept by ~/reload_model)", read_only=True, check=_one_of(BACKENDS)),
     ParamSpec("precision", "auto", " | ".join(PRECISIONS) + " (auto: the backend's best here)", read_only=True,
               check=_one_of(PRECISIONS)),
+    ParamSpec("parallel", False, "run the depth network in a second thread beside PoseNet and the feature network "
+              "(pays with openvino/onnxruntime at threads 1, see docs/backends.md)"),
     INPUT_WIDTH,
     INPUT_HEIGHT,
     ParamSpec("scale_mode", "relative", "relative (network units, NOT metres: a WARN in /diagnostics) | fixed "
@@ -367,6 +369,7 @@ class Settings:
     threads: int
     backend: str
     precision: str
+    parallel: bool
     input_width: int
     input_height: int
     scale_mode: str
@@ -436,7 +439,7 @@ class Settings:
             scale_factor=self.scale_factor, camera_height=self.camera_height, odometry=self.odometry_enabled,
             refine=self.odometry_refine, on_failure=self.odometry_on_failure,
             refine_iterations=self.refine_iterations, refine_max_points=self.refine_max_points,
-            backend=self.backend, precision=self.precision, threads=self.threads,
+            backend=self.backend, precision=self.precision, threads=self.threads, parallel=self.parallel,
             base_from_camera=pose_from_xyz_rpy(self.base_to_camera) if base_from_camera is None else base_from_camera)
 
 
