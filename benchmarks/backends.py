@@ -17,17 +17,15 @@ import statistics
 import time
 
 import torch
-from common import machine, save_result
+from common import flags_line, machine, save_result, speed_flags
 
 from sa4depth_core.backends import make_networks, plan
-from sa4depth_core.backends.hardware import cpu_flags, native_bf16
 from sa4depth_core.backends.parity import compare, probe_images
 from sa4depth_core.config import load_config
 from sa4depth_core.infer import load_model
 
 COMBOS = [("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
 # CPU features that decide which kernels the runtimes can use
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 PARTS = ("depth", "pose", "features")
 
 
@@ -93,9 +91,9 @@ def main() -> None:
         rows += _bench_size(h, w, args.repeats, notes.append)
     cpu = torch.device("cpu")
     auto = " -> ".join(f"{b} {p}" for b, p in plan("auto", "auto", cpu))
-    flags = sorted(f for f in FLAGS if f in cpu_flags())
+    flags = speed_flags()
     print(f"\n## backends ({machine()})")
-    print(f"CPU flags: {', '.join(flags) or 'none of ' + ', '.join(FLAGS)}; native bf16: {native_bf16() or 'no'}; "
+    print(f"{flags_line()}; "
           f"{_versions()}. `auto` here tries {auto}. Untrained networks of the shipped architecture, "
           f"{args.threads} threads, median of {args.repeats} round-robin calls.\n")
     print("| size | backend | depth ms | pose ms | features ms | all three ms | speed-up vs torch fp32 | start-up s |")

@@ -23,6 +23,7 @@ from sa4depth_core.eval.depth_metrics import evaluate_depth  # noqa: E402
 from sa4depth_core.eval.odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate  # noqa: E402
 from sa4depth_core.eval.scale_consistency import frame_scale_ratios, pose_depth_scale_ratios  # noqa: E402
 from sa4depth_core.backends import make_networks  # noqa: E402
+from sa4depth_core.backends.hardware import cpu_flags, native_bf16  # noqa: E402
 from sa4depth_core.infer import LoadedModel  # noqa: E402
 from sa4depth_core.train.trainer import Trainer  # noqa: E402
 from sa4depth_core.eval.run_model import run_sequence  # noqa: E402
@@ -30,6 +31,20 @@ from sa4depth_core.eval.run_model import run_sequence  # noqa: E402
 CACHE = ROOT / "benchmarks" / ".cache"
 RESULTS = ROOT / "benchmarks" / "results"
 KITTI_GT = ROOT.parent / "shared" / "data" / "kitti_odometry" / "gt_poses"
+
+
+# the CPU features that decide which inference backend and precision is fastest
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def speed_flags() -> list[str]:
+    """Those of FLAGS this CPU has."""
+    return sorted(f for f in FLAGS if f in cpu_flags())
+
+
+def flags_line() -> str:
+    """'CPU flags: ...; native bf16: ...' for a speed benchmark's heading (machines differ)."""
+    return f"CPU flags: {', '.join(speed_flags()) or 'none of ' + ', '.join(FLAGS)}; native bf16: {native_bf16() or 'no'}"
 
 
 def machine() -> str:

@@ -167,7 +167,8 @@ def write_checkpoints(tmp: Path, size) -> dict:
     cfg.model.height, cfg.model.width = size
     state = SA4DepthModel(cfg).state_dict()
     good = tmp / "good.pt"
-    save_checkpoint(good, config=cfg.to_dict(), model=state)
+    # declared trained so that the refinement runs: a fence must meet the LM solve, not PoseNet alone
+    save_checkpoint(good, config=cfg.to_dict(), model=state, features_trained=True)
     corrupt = tmp / "corrupt.pt"
     corrupt.write_bytes(good.read_bytes()[: 1 << 16])
     cfg.model.height = cfg.model.width = 2**20

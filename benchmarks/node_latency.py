@@ -35,6 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common import flags_line, machine  # noqa: E402
 from sa4depth_core.checkpoint import save_checkpoint  # noqa: E402
 from sa4depth_core.config import Config  # noqa: E402
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence  # noqa: E402
@@ -65,10 +66,12 @@ def _frames(size: tuple[int, int], tmp: Path, count: int = 8):
 
 
 def untrained_checkpoint(size, path: Path) -> str:
-    """Write a randomly initialised model for `size` to `path`, so node and core share weights."""
+    """Write a randomly initialised model for `size` to `path`, so node and core share weights;
+    its features are declared trained, so that both run the refinement (time does not depend on
+    the weights; without the flag the odometry would be PoseNet's alone)."""
     cfg = Config()
     cfg.model.height, cfg.model.width = size
-    save_checkpoint(path, config=cfg.to_dict(), model=SA4DepthModel(cfg).state_dict())
+    save_checkpoint(path, config=cfg.to_dict(), model=SA4DepthModel(cfg).state_dict(), features_trained=True)
     return str(path)
 
 
@@ -83,8 +86,8 @@ def start_node(size, args, checkpoint: str) -> subprocess.Popen:
            "--params-file", str(REPO / "config" / "sa4depth.yaml"),
            "-p", f"input_height:={size[0]}", "-p", f"input_width:={size[1]}", "-p", f"threads:={args.threads}",
            "-p", f"checkpoint:={checkpoint}", "-p", "diagnostics_period:=1.0",
-           # the bare pipeline beside it runs PipelineOptions' default backend, torch fp32
-           "-p", "backend:=torch", "-p", "precision:=fp32"]
+           "-p", f"backend:={args.backend}", "-p", f"precision:={args.precision}",
+           "-p", f"parallel:={str(args.parallel).lower()}"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -162,8 +165,10 @@ def measure(size, args, domain: int) -> dict:
         checkpoint = args.checkpoint or untrained_checkpoint(size, Path(tmp) / "untrained.pt")
         torch.set_num_threads(args.threads)
         pipe = PerceptionPipeline(load_model(checkpoint, "cpu"), torch.device("cpu"),
-                                  PipelineOptions(height=size[0], width=size[1]))
-        result = {"size": f"{size[0]}x{size[1]}"}
+                                  PipelineOptions(height=size[0], width=size[1], backend=args.backend,
+                                                  precision=args.precision, threads=args.threads,
+                                                  parallel=args.parallel))
+        result = {"size": f"{size[0]}x{size[1]}", "backend": pipe.status()["inference_backend"]}
         proc = start_node(size, args, checkpoint)
         client = FrameClient(domain, topics=OUTPUTS, tf=False, keep=20)
         core = ThreadPoolExecutor(max_workers=1)
@@ -200,6 +205,10 @@ def main(argv=None) -> int:
     # One thread: on a CPU shared with other processes, torch's OpenMP threads (default active
     # waiting) stalled for seconds at a time here, which buries the overhead being measured.
     p.add_argument("--threads", type=int, default=1, help="torch threads of node and core alike")
+    p.add_argument("--backend", default="torch", help="inference backend of node and core alike (auto picks "
+                   "the fastest that works here)")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--parallel", action="store_true", help="depth beside PoseNet and features in both")
     p.add_argument("--rate-factor", type=float, default=2.0, help="open-loop input rate / core frame rate")
     p.add_argument("--checkpoint", default="")
     p.add_argument("--domain-id", type=int, default=1 + os.getpid() % 100)
@@ -208,6 +217,10 @@ def main(argv=None) -> int:
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     results = [measure(size, args, args.domain_id) for size in sizes]
 
+    print(f"\n## node_latency ({machine()})\n{flags_line()}; networks on "
+          f"{'; '.join(sorted({r['size'] + ': ' + r['backend'] for r in results}))} (node and core alike, backend "
+          f"{args.backend}, precision {args.precision}{', parallel' if args.parallel else ''}); depth + refined odometry "
+          f"(features declared trained)\n")
     print(f"\n### perception_node vs core pipeline, frame by frame ({args.threads} torch thread(s) in both, "
           f"{args.latency_frames} frames, one in flight, same weights)\n")
     print("| size (HxW) | core p50 ms | core p95 ms | core fps | ROS p50 ms | ROS p95 ms | ROS fps | overhead p50 "
