@@ -59,6 +59,9 @@ def compile_graphs(graphs: Callable[[], dict], precision: str, threads: int, dev
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
+    # ORT's pool otherwise spins after each run, holding the cores that the torch LM solve of the
+    # same frame needs next
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: the provider fallbacks are reported below
     runners, used = {}, ""
     for name, graph in graphs().items():
