@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
 from sa4depth_core.checkpoint import save_checkpoint
@@ -72,8 +71,12 @@ sys.exit(node.main(sys.argv))
 @pytest.fixture(scope="module")
 def node(ros_domain_module, synth_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hostile")
+    # features declared trained, so that frames meet the LM refinement (a fence's singular H) and
+    # not PoseNet alone
+    weights = _checkpoint(tmp / "weights.pt", 64, 192)
     with running_node(ros_domain_module, synth_root, tmp, ["input_width:=192", "input_height:=64",
-                                                           "reload_timeout:=3.0"], program=("-c", FAULTS)) as node:
+                                                           "reload_timeout:=3.0", f"checkpoint:={weights}"],
+                      program=("-c", FAULTS)) as node:
         yield node
     line = [t for t in node.output().splitlines() if "frame counts at shutdown:" in t]
     assert line and "frames_received=" in line[0] and "frames_rejected=" in line[0], node.output()
@@ -115,12 +118,23 @@ def send_and_wait_handled(node, rgb=None, info=None, reason=""):
 def test_a_fence_in_view_does_not_stop_depth_or_odometry(node):
     c = node.client
     assert c.trigger("reset")[0]
+    solved = node.diagnostics(lambda d: True)
+    assert solved is not None
+    solved = _solves(solved)  # a message that may lag the frames: only makes the check below weaker
     node.frame()
     node.frame(fence())
     for _ in range(12):  # the issue: every later frame got neither depth nor odometry
         stamp, _ = node.frame()
         odom = c.with_stamp("odom", stamp, TIMEOUT)
         assert odom is not None and finite_odometry(odom), node.output()
+    # the frames went through the refinement (accepted or not), not PoseNet alone
+    d = node.diagnostics(lambda d: _solves(d) >= solved + 13)
+    assert d is not None and d["odometry_mode"].startswith("refined"), node.output()
+
+
+def _solves(d: dict) -> int:
+    """Odometry steps that ran the LM refinement, accepted or not, of a diagnostics status."""
+    return int(d["steps_refined"]) + int(d["steps_fallback"]) + int(d["steps_lost"])
 
 
 def test_a_stage_that_raises_is_an_error_until_frames_succeed_again(node):
@@ -219,7 +233,7 @@ def test_frames_binned_to_another_size_publish_nothing_and_do_not_grow_the_traje
 def _checkpoint(path: Path, height: int, width: int) -> Path:
     cfg = Config()
     cfg.model.height, cfg.model.width = height, width
-    save_checkpoint(path, config=cfg.to_dict(), model=load_model(None).model.state_dict())
+    save_checkpoint(path, config=cfg.to_dict(), model=load_model(None).model.state_dict(), features_trained=True)
     return path
 
 
