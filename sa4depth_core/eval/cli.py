@@ -107,8 +107,8 @@ def cmd_odom(args) -> dict:
     if args.gt or args.est:
         if not (args.gt and args.est):
             raise InputError("sa4depth-eval odom: file mode needs both --gt FILE and --est FILE")
-        plot = args.plot or (Path(args.json).with_suffix(".png") if args.json else None)
-        return cli_odometry.run(args.gt, args.est, args.format, args.align, plot=plot)
+        return cli_odometry.run(args.gt, args.est, args.format, args.align,
+                                plot=cli_odometry.plot_path(args.plot, args.json))
     loaded, device, nets = _model(args)
     out: dict = {"model": loaded.model_id, "features_trained": loaded.features_trained, "sequences": {}}
     if not loaded.features_trained:

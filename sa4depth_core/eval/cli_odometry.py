@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def plot_path(plot: str | Path | None, json: str | Path | None) -> Path | None:
+    """Where the top-view plot goes: `--plot`, else beside the `--json` numbers as .png, else nowhere."""
+    if plot:
+        return Path(plot)
+    return Path(json).with_suffix(".png") if json else None
+
+
 def run(gt: str | Path, est: str | Path, fmt: str = "kitti", align: str = "none", max_dt: float = 0.01,
         plot: str | Path | None = None) -> dict:
     """Print the table of `evaluate_trajectory_files` (and write the plot); returns its numbers with
@@ -80,8 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `sa4depth-eval odom`; returns the process exit code (2 on bad input)."""
     args = build_parser().parse_args(argv)
     try:
-        plot = args.plot or (args.json.with_suffix(".png") if args.json is not None else None)
-        result = run(args.gt, args.est, args.format, args.align, args.max_dt, plot)
+        result = run(args.gt, args.est, args.format, args.align, args.max_dt, plot_path(args.plot, args.json))
         if args.json is not None:
             write_json(args.json, result)
             print(f"wrote {args.json}")
