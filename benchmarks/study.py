@@ -243,10 +243,11 @@ class Study:
     def log(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
-    def evaluation(self, name: str, settings: dict, split: str, weights, may_make: bool) -> dict:
-        """The evaluation of the weights `weights()` (a path relative to out) on `split`: depth only
-        on the validation worlds, depth and odometry on the test worlds."""
-        odometry = split == "test"
+    def evaluation(self, name: str, settings: dict, split: str, weights, may_make: bool,
+                   odometry: bool | None = None) -> dict:
+        """The evaluation of the weights `weights()` (a path relative to out) on `split`: by default
+        depth only on the validation worlds, depth and odometry on the test worlds."""
+        odometry = split == "test" if odometry is None else odometry
 
         def make() -> dict:
             loaded = load_model(self.store.out / weights())
@@ -283,7 +284,9 @@ class Study:
         start = store.piece("start", self.start_settings, make_start, may_make, needs_weights=True)
         start["supervised_val"] = self.evaluation("start_supervised", self.start_settings, "val",
                                                   lambda: "runs/start_supervised.pt", may_make)
-        start["val"] = self.evaluation("start", self.start_settings, "val", lambda: start["checkpoint"], may_make)
+        # with PoseNet's odometry: does the start's pose agree with its depth on worlds it never saw?
+        start["val"] = self.evaluation("start", self.start_settings, "val", lambda: start["checkpoint"], may_make,
+                                       odometry=True)
         # the runs name the start's content: a start made again is a new start for every run
         start["sha256"] = file_sha256(store.out / start["checkpoint"])
         self.start_data = start
@@ -401,7 +404,10 @@ def report(args, study: Study, start: dict, chosen: dict | None, rows: dict | No
           f"{sup['loss_last']:.3f}), validation AbsRel {start['supervised_val']['abs_rel']:.4f}; then "
           f"{start['steps']} steps of PoseNet supervised on the exact relative poses, their translation in the depth "
           f"network's scale (×{start['depth_scale']:.3f}; loss {start['loss_first']:.3f} -> {start['loss_last']:.3f}), "
-          f"the depth network frozen: validation AbsRel {start['val']['abs_rel']:.4f}.\n")
+          f"the depth network frozen: validation AbsRel {start['val']['abs_rel']:.4f}. Its PoseNet on the validation "
+          "worlds, translation over what its depth implies (1 = they agree; mean per world) and 5-frame ATE: "
+          + "; ".join(f"{world.rsplit('_', 2)[0]} {seq['posenet']['pose_depth_ratio_mean']:.2f}, "
+                      f"{seq['posenet']['ate5']:.3f} m" for world, seq in start["val"]["sequences"].items()) + ".\n")
     if chosen is not None:
         print(f"**Learning rate per arm**, chosen on the validation worlds (median-scaled AbsRel, seed "
               f"{SELECTION_SEED}, {args.steps} steps; chosen in bold):\n")
@@ -450,9 +456,9 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4], help="grid of each arm's learning rate")
-    p.add_argument("--steps", type=int, default=360, help="training steps of every arm run")
-    p.add_argument("--sup-steps", type=int, default=800, help="supervised depth steps of the start")
+    p.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 1e-4], help="grid of each arm's learning rate")
+    p.add_argument("--steps", type=int, default=240, help="training steps of every arm run")
+    p.add_argument("--sup-steps", type=int, default=60, help="supervised depth steps of the start")
     p.add_argument("--pose-steps", type=int, default=600, help="supervised PoseNet steps of the start")
     p.add_argument("--frames", type=int, default=120, help="frames per pretrain/train world (val and test: half)")
     p.add_argument("--size", default="64x192", help="HxW of the networks and the worlds")

@@ -16,7 +16,9 @@ from common import KITTI_GT, synthetic
 # name, seed, trajectory, camera height (m), KITTI sequence and start frame for "kitti"
 WORLDS = {
     "pretrain": [("pre_car", 41, "car", 1.5, None), ("pre_car_high", 42, "car", 2.3, None),
-                 ("pre_hand", 43, "handheld", 1.4, None), ("pre_kitti02", 44, "kitti", 1.65, ("02", 200))],
+                 ("pre_hand", 43, "handheld", 1.4, None), ("pre_kitti02", 44, "kitti", 1.65, ("02", 200)),
+                 ("pre_hand_b", 45, "handheld", 1.6, None), ("pre_hand_c", 46, "handheld", 1.2, None),
+                 ("pre_car_b", 47, "car", 1.9, None)],
     "train": [("abl_car_a", 11, "car", 1.65, None), ("abl_car_b", 12, "car", 2.2, None),
               ("abl_hand", 13, "handheld", 1.3, None), ("abl_kitti00", 14, "kitti", 1.65, ("00", 100))],
     "val": [("val_car", 31, "car", 1.8, None), ("val_hand", 32, "handheld", 1.5, None),
