@@ -9,7 +9,13 @@ Stages (--sections; each uses the saved results of the ones before it):
           stand-in for a pose network trained beforehand). A self-supervised Monodepth2 phase
           did not make PoseNet work: after 300 steps (lr 1e-4, depth frozen) its translations
           were 0.047 of the depth's scale, 0.16 at lr 1e-3, and the arms trained from such a
-          start shrank their depth to meet it (Monodepth2 arm, val AbsRel 0.178 -> 0.637)
+          start shrank their depth to meet it (Monodepth2 arm, val AbsRel 0.178 -> 0.637). The
+          depth phase is short on purpose (--sup-steps, chosen on the val worlds): from a start
+          that supervision had taken further than self-supervision reaches in the arms' budget,
+          every arm only lost accuracy (Monodepth2 arm, lr 5e-5, 360 steps: 150 supervised steps,
+          val AbsRel 0.221 -> 0.251; 400: 0.188 -> 0.217; 800: 0.177 -> 0.212), while from 60
+          steps it improves (0.325 -> 0.302). An ImageNet-initialised encoder, which this stands
+          in for, gives no depth at all, so a weak start is the closer stand-in
   select  per arm, the learning rate of --lrs with the lowest median-scaled AbsRel on the `val`
           worlds after --steps steps on the `train` worlds (seed 0)
   final   every arm at its rate for every seed (seed 0's selection run is reused); the start and
