@@ -33,7 +33,7 @@ Arms (same start, seeds, data order, steps and optimizer; they differ only in th
 Each finished piece (the start, each arm/lr/seed run, each evaluation) is saved as JSON under
 --out with the settings that made it, and reused while they match (unless --fresh).
 
-    python benchmarks/study.py                   # the full study: about 1 h 40 min on 2 idle cores
+    python benchmarks/study.py                   # the full study: about 80 min on 2 idle cores
     python benchmarks/study.py --sections final  # the table again from the saved pieces
 """
 from __future__ import annotations
