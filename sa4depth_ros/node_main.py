@@ -47,6 +47,11 @@ def run_node(make_node, node_name: str, args=None) -> int:
     except InputError as exc:
         rclpy.logging.get_logger(node_name).fatal(f"cannot start: {exc}")
         status = 2
+    except Exception:
+        # rclpy's SIGINT handler invalidates the context under a running executor; what it then
+        # raises (a take or publish on the dead context) is the shutdown itself, not a fault
+        if rclpy.ok():
+            raise
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=0)
