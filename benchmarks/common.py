@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -27,6 +28,7 @@ from sa4depth_core.backends.hardware import cpu_flags, native_bf16  # noqa: E402
 from sa4depth_core.infer import LoadedModel  # noqa: E402
 from sa4depth_core.train.trainer import Trainer  # noqa: E402
 from sa4depth_core.eval.run_model import run_sequence  # noqa: E402
+from sa4depth_core.geometry import invert_transform  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -78,6 +80,30 @@ def synthetic(name: str, frames: int, height: int, width: int, seed: int, trajec
                           trajectory=trajectory, camera_height=camera_height, kitti_poses=kitti_poses,
                           kitti_start=kitti_start, overwrite=True)
     return root, seq
+
+
+def exact_geometry(depth: torch.Tensor, batch: dict, dtype: torch.dtype = torch.float32):
+    """A batch's exact depth and relative poses in the scale of the predicted `depth`.
+
+    Args:
+        depth: (B,1,h,w) predicted depth of the target frames.
+        batch: collated TripletDataset items with depth_gt [(1,H0,W0)] and pose_gt (B,F,4,4) camera-to-world.
+        dtype: of the returned poses.
+    Returns:
+        scale (median predicted / exact depth over pixels with exact depth), exact depth (B,1,h,w)
+        resampled to `depth`'s size (nearest; 0 where there is none, metres), and per source frame
+        (B,4,4) T_t->s with its translation multiplied by scale.
+    """
+    exact = F.interpolate(torch.stack(batch["depth_gt"]), size=depth.shape[-2:], mode="nearest")
+    valid = exact > 0
+    scale = float(depth[valid].median() / exact[valid].median())
+    world = batch["pose_gt"].to(dtype)
+    poses = []
+    for i in range(1, world.shape[1]):
+        T = invert_transform(world[:, i]) @ world[:, 0]
+        T[:, :3, 3] *= scale
+        poses.append(T)
+    return scale, exact, poses
 
 
 def train(cfg_overrides: list[str], train_seqs: list[tuple[Path, str]], out_dir: Path, log=print) -> Trainer:

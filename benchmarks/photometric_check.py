@@ -21,10 +21,9 @@ from pathlib import Path
 
 import torch
 
-from common import machine
+from common import exact_geometry, machine
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.sequence import TripletDataset
-from sa4depth_core.geometry import invert_transform
 from sa4depth_core.infer import load_model
 from sa4depth_core.objective import reprojection_loss
 from sa4depth_core.train.trainer import collate
@@ -43,20 +42,12 @@ def check_world(model, cfg, root: Path, seq: str, triplets: int) -> dict:
     images, K = batch["images"], batch["K"]
     K_inv = torch.inverse(K)
     target, sources = images[:, 0], [images[:, i] for i in range(1, images.shape[1])]
-    exact = torch.stack(batch["depth_gt"])  # (B,1,H,W) metres, 0 where there is none
     with torch.no_grad():
         depth = model.depth(target)
-        valid = exact > 0
-        scale = float(depth[valid].median() / exact[valid].median())
+        scale, exact, exact_poses = exact_geometry(depth, batch)
         posenet = [model.relative_pose(target, images[:, i], offset)
                    for i, offset in enumerate(m.frame_offsets[1:], 1)]
-        world_poses = batch["pose_gt"].float()  # (B,F,4,4) camera-to-world
-        exact_poses = []
-        for i in range(1, images.shape[1]):
-            T = invert_transform(world_poses[:, i]) @ world_poses[:, 0]  # T_t->s
-            T[:, :3, 3] *= scale
-            exact_poses.append(T)
-        exact_depth = torch.where(valid, exact * scale, depth)
+        exact_depth = torch.where(exact > 0, exact * scale, depth)
         out = {}
         for name, d, poses in zip(COMBINATIONS, (depth, depth, exact_depth, exact_depth),
                                   (posenet, exact_poses, exact_poses, posenet)):

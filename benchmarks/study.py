@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
 import common
-from common import RESULTS, evaluate, machine, summarize, train
+from common import RESULTS, evaluate, exact_geometry, machine, summarize, train
 from sa4depth_core.checkpoint import atomic_write_bytes, file_sha256, load_checkpoint, save_checkpoint
 from sa4depth_core.config import load_config
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
@@ -197,16 +197,12 @@ def pretrain_pose(cfg, seqs: list, steps: int, init: Path, path: Path) -> dict:
     while len(losses) < steps:
         data.set_epoch(epoch)
         for batch in loader:
-            images, gt_poses = batch["images_aug"], batch["pose_gt"].double()
+            images = batch["images_aug"]
             with torch.no_grad():
-                pred = model.depth(images[:, 0])
-                gt = F.interpolate(torch.stack(batch["depth_gt"]), size=pred.shape[-2:], mode="nearest")
-                valid = gt > 0
-                scale = float(pred[valid].median() / gt[valid].median())
+                scale, _, exact_poses = exact_geometry(model.depth(images[:, 0]), batch, torch.float64)
             loss = 0.0
             for i, offset in enumerate(m.frame_offsets[1:], 1):
-                T_gt = invert_transform(gt_poses[:, i]) @ gt_poses[:, 0]  # T_t->s, metres
-                T_gt[:, :3, 3] *= scale
+                T_gt = exact_poses[i - 1]
                 error = se3_log(invert_transform(model.relative_pose(images[:, 0], images[:, i], offset).double()) @ T_gt)
                 loss = loss + (error[:, :3].abs().sum(-1) + POSE_ROTATION_WEIGHT * error[:, 3:].abs().sum(-1)).mean()
             optimizer.zero_grad(set_to_none=True)
