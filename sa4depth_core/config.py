@@ -62,6 +62,7 @@ class LossConfig:
 class DataConfig:
     kind: str = "kitti_odometry"  # kitti_odometry | kitti_raw | folder | bag
     root: str = ""
+    camera: str = "image_2"  # KITTI camera: image_0 / image_1 (grey, odometry only), image_2 / image_3 (colour)
     sequences: list = field(default_factory=list)
     val_sequences: list = field(default_factory=list)
     val_fraction: float = 0.1

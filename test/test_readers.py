@@ -334,6 +334,68 @@ def test_odometry_validation(tmp_path):
         read_depth_png(seq_dir / "depth_2" / "000001.png")
 
 
+def build_grey_odometry(root: Path, n: int = 4) -> Path:
+    """A grey-only copy of a sequence: image_0 (single-channel PNGs), calib.txt with P0 and P1 only."""
+    seq_dir = root / "sequences" / "00"
+    (seq_dir / "image_0").mkdir(parents=True)
+    for i in range(n):
+        grey = np.full((ODO_H, ODO_W), 10 * i + 5, np.uint8)
+        grey[2, 3] = 250  # one bright pixel: a grey frame must not come out uniform per channel
+        assert cv2.imwrite(str(seq_dir / "image_0" / f"{i:06d}.png"), grey)
+    write_odometry_calib(seq_dir / "calib.txt", skip=("P2", "P3"))
+    (seq_dir / "times.txt").write_text("".join(f"{0.1 * i:.6e}\n" for i in range(n)))
+    (root / "poses").mkdir()
+    save_kitti_poses(root / "poses" / "00.txt", odometry_poses(n))
+    return seq_dir
+
+
+def test_grey_odometry_camera_replicates_channel_and_uses_P0(tmp_path):
+    build_grey_odometry(tmp_path)
+    for camera in (0, "image_0", "0"):
+        seq = KittiOdometrySequence(tmp_path, "00", camera=camera)
+        assert seq.name.endswith("/image_0") and len(seq) == 4
+        np.testing.assert_array_equal(seq.intrinsics(), [[20.0, 0, 7.5], [0, 18.0, 5.5], [0, 0, 1]])
+        np.testing.assert_allclose(seq.pose(3), odometry_poses(4)[3], atol=1e-12)  # camera 0 is the pose frame
+    image = seq.image(2)
+    assert image.shape == (ODO_H, ODO_W, 3) and image.dtype == np.uint8
+    assert image[0, 0].tolist() == [25, 25, 25] and image[2, 3].tolist() == [250, 250, 250]
+    item = TripletDataset(seq, ODO_H, ODO_W)[0]
+    assert item["images"].shape == (3, 3, ODO_H, ODO_W)
+    torch.testing.assert_close(item["images"][:, 0], item["images"][:, 2])
+
+
+def test_grey_odometry_through_the_data_config(tmp_path):
+    from sa4depth_core.config import load_config
+    from sa4depth_core.data.sources import open_sequences
+
+    build_grey_odometry(tmp_path)
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.camera=image_0"])
+    (seq,) = open_sequences(cfg, ["00"])
+    assert seq.name == "kitti_odometry/00/image_0"
+    cfg.data.camera = "image_5"
+    with pytest.raises(InputError, match=r"image_0, image_1, image_2 or image_3 .*'image_5'"):
+        open_sequences(cfg, ["00"])
+
+
+def test_missing_colour_camera_names_the_grey_one_and_the_fix(tmp_path):
+    from sa4depth_core.data.kitti_recording import load_odometry_sequence
+
+    seq_dir = build_grey_odometry(tmp_path)
+    with pytest.raises(InputError, match=r"image_2: image directory not found; the sequence has image_0: "
+                                         r"choose one with data\.camera=image_0 .*--camera image_0"):
+        KittiOdometrySequence(tmp_path, "00")
+    with pytest.raises(InputError, match=r"image_2: image directory not found; .*--cameras 0"):
+        load_odometry_sequence(seq_dir)
+    # The P keys of the cameras asked for must be there; a grey rig's calib.txt lacks P2.
+    (seq_dir / "image_2").mkdir()
+    assert cv2.imwrite(str(seq_dir / "image_2" / "000000.png"), np.zeros((ODO_H, ODO_W, 3), np.uint8))
+    with pytest.raises(InputError, match=r"calib\.txt: key P2 is missing"):
+        load_odometry_sequence(seq_dir)
+    rec = load_odometry_sequence(seq_dir, cameras=(0,))
+    (stream,) = rec.cameras
+    assert stream.grey and stream.model.P[0, 0] == 20.0 and stream.model.P[0, 3] == 0.0
+
+
 # ------------------------------------------------------------------------------------ image folder
 
 

@@ -134,32 +134,46 @@ class OdometryCalib:
     """Calibration of a KITTI odometry sequence (`calib.txt`).
 
     Attributes:
-        P: four (3,4) rectified projections P0..P3, all in the camera-0 rectified frame.
+        path: the file read.
+        P: four (3,4) rectified projections P0..P3, all in the camera-0 rectified frame; None for
+            a camera the file does not describe (e.g. a converted grey-only stereo rig).
         Tr: (4,4) Velodyne -> camera 0, or None when the file has no `Tr` line.
     """
 
-    P: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    path: Path
+    P: tuple
     Tr: np.ndarray | None
+
+    def projection(self, camera: int) -> np.ndarray:
+        """(3,4) float64 rectified projection of camera 0..3."""
+        if self.P[camera] is None:
+            raise InputError(f"{self.path}: key P{camera} is missing")
+        return self.P[camera].copy()
 
     def K(self, camera: int) -> np.ndarray:
         """(3,3) float64 intrinsics of camera 0..3."""
-        return self.P[camera][:, :3].copy()
+        return self.projection(camera)[:, :3]
 
     def cam0_to_cam(self, camera: int) -> np.ndarray:
         """(4,4) transform from camera-0 coordinates to camera `camera` (a pure translation).
 
         P_c = K_c · [I | t_c], so t_c = K_c^-1 · P_c[:, 3].
         """
-        P = self.P[camera]
+        P = self.projection(camera)
         return rigid_4x4(np.eye(3), np.linalg.solve(P[:, :3], P[:, 3]))
 
 
-def load_odometry_calib(path: str | Path) -> OdometryCalib:
-    """Read a KITTI odometry `calib.txt` (P0..P3 with 12 numbers each, optional Tr with 12)."""
+def load_odometry_calib(path: str | Path, cameras=(0, 1, 2, 3)) -> OdometryCalib:
+    """Read a KITTI odometry `calib.txt` (P0..P3 with 12 numbers each, optional Tr with 12).
+
+    Args:
+        cameras: the cameras whose P key must be present; the other P keys are read when present,
+            so a grey-only rig (P0, P1) serves readers that ask for camera 0 or 1.
+    """
     calib = CalibFile(path)
-    P = tuple(calib.matrix(f"P{c}", 3, 4) for c in range(4))
+    P = tuple(calib.matrix(f"P{c}", 3, 4) if c in cameras or f"P{c}" in calib else None for c in range(4))
     Tr = None
     if "Tr" in calib:
         Tr = np.eye(4)
         Tr[:3] = calib.matrix("Tr", 3, 4)
-    return OdometryCalib(P=P, Tr=Tr)
+    return OdometryCalib(path=calib.path, P=P, Tr=Tr)

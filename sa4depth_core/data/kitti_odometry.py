@@ -1,7 +1,9 @@
-"""KITTI odometry sequences: `<root>/sequences/SS/{image_2, calib.txt, times.txt}`, `<root>/poses/SS.txt`.
+"""KITTI odometry sequences: `<root>/sequences/SS/{image_c, calib.txt, times.txt}`, `<root>/poses/SS.txt`.
 
-Optional dense ground truth in `sequences/SS/depth_2/%06d.png` (uint16, depth = value / 256,
-0 = invalid) is read when present; the project's synthetic generator writes it.
+Camera c is 0/1 (left/right grey), 2/3 (left/right colour; 2 is the default). Optional dense
+ground truth in `sequences/SS/depth_c/%06d.png` (uint16, depth = value / 256, 0 = invalid) is
+read when present; the synthetic generator writes exact depth there, `stereo_depth` writes
+depth matched from a rectified stereo pair.
 """
 from __future__ import annotations
 
@@ -16,6 +18,38 @@ from sa4depth_core.data.sequence import ImageFileSequence, list_images, read_flo
 from sa4depth_core.errors import InputError
 
 DEPTH_PNG_SCALE = 256.0
+# How each tool chooses a camera, named in the error when the one asked for is absent.
+CAMERA_CHOICE = "data.camera=image_{c} for sa4depth-train, --camera image_{c} for sa4depth-eval"
+
+
+def camera_index(camera: int | str) -> int:
+    """KITTI camera number 0..3 from `image_0`..`image_3`, `0`..`3` or an int."""
+    text = str(camera).strip()
+    if text.startswith("image_"):
+        text = text[len("image_"):]
+    if text not in ("0", "1", "2", "3"):
+        raise InputError(f"KITTI camera must be image_0, image_1, image_2 or image_3 (0..3), got {camera!r}")
+    return int(text)
+
+
+def camera_images(seq_dir: Path, camera: int, choice: str = CAMERA_CHOICE) -> list[Path]:
+    """The frames of `seq_dir/image_<camera>` in name order.
+
+    A missing folder is named together with the cameras the sequence does have and how to pick
+    one of them (`choice`, formatted with `c`), since grey-only copies of KITTI hold image_0/1 only.
+    """
+    folder = seq_dir / f"image_{camera}"
+    if not folder.is_dir():
+        present = [c for c in range(4) if (seq_dir / f"image_{c}").is_dir()]
+        hint = ""
+        if present:
+            names = ", ".join(f"image_{c}" for c in present)
+            hint = f"; the sequence has {names}: choose one with {choice.format(c=present[0])}"
+        raise InputError(f"{folder}: image directory not found{hint}")
+    files = list_images(folder)
+    if not files:
+        raise InputError(f"{folder}: no png/jpg images")
+    return files
 
 
 def read_depth_png(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
@@ -38,7 +72,8 @@ def read_depth_png(path: Path, expected_hw: tuple[int, int] | None = None) -> np
 
 
 class KittiOdometrySequence(ImageFileSequence):
-    """One KITTI odometry sequence seen by one camera (default image_2, the left colour camera).
+    """One KITTI odometry sequence seen by one camera (default image_2, the left colour camera;
+    grey frames of image_0/1 come out with the channel replicated, as every reader gives RGB).
 
     Ground-truth poses in `poses/SS.txt` belong to camera 0; they are moved to the chosen camera
     with the offset encoded in its projection matrix (P_c = K_c [I | t_c]), keeping camera 0 of
@@ -47,24 +82,22 @@ class KittiOdometrySequence(ImageFileSequence):
     Args:
         root: dataset root holding `sequences/` (and optionally `poses/`).
         sequence: e.g. 9 or "09".
-        camera: 0..3.
+        camera: 0..3 or image_0..image_3.
         poses_path: a poses file to use instead of `<root>/poses/SS.txt`; it must exist.
     """
 
-    def __init__(self, root: str | Path, sequence: int | str, camera: int = 2, poses_path: str | Path | None = None):
-        if camera not in (0, 1, 2, 3):
-            raise InputError(f"KITTI camera must be 0, 1, 2 or 3, got {camera!r}")
+    def __init__(self, root: str | Path, sequence: int | str, camera: int | str = 2,
+                 poses_path: str | Path | None = None):
+        camera = camera_index(camera)
         root = Path(root)
         seq = f"{sequence:02d}" if isinstance(sequence, int) else str(sequence)
         seq_dir = require_dir(root / "sequences" / seq, "KITTI odometry sequence")
         self.name = f"kitti_odometry/{seq}/image_{camera}"
-        self._files = list_images(require_dir(seq_dir / f"image_{camera}", "image"))
-        if not self._files:
-            raise InputError(f"{seq_dir / f'image_{camera}'}: no png/jpg images")
+        self._files = camera_images(seq_dir, camera)
         self._hw = read_rgb(self._files[0]).shape[:2]
 
         calib_path = seq_dir / "calib.txt"
-        calib = load_odometry_calib(calib_path)
+        calib = load_odometry_calib(calib_path, cameras=(camera,))
         self._K = calib.K(camera)
         if abs(np.linalg.det(self._K)) < 1e-12:
             raise InputError(f"{calib_path}: key P{camera} has a singular 3x3 intrinsic part")

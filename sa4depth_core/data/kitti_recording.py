@@ -17,6 +17,7 @@ from sa4depth_core.data.calib import (
     load_raw_calib,
     rigid_4x4,
 )
+from sa4depth_core.data.kitti_odometry import camera_images
 from sa4depth_core.data.kitti_raw import load_velodyne, read_timestamps_ns
 from sa4depth_core.data.pose_io import load_kitti_poses
 from sa4depth_core.data.sequence import list_images, read_float_lines, require_dir
@@ -33,6 +34,7 @@ ODOMETRY_EPOCH_S = 1316995200
 # (x right, y down, z forward). Columns: the camera axes expressed in base_link.
 T_BASE_CAM0 = rigid_4x4(np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]), np.zeros(3))
 _EARTH_RADIUS_M = 6378137.0
+KITTI2BAG_CAMERA_CHOICE = "--cameras {c} (sa4depth-kitti2bag) or cameras=({c},)"
 
 
 @dataclass(frozen=True)
@@ -115,19 +117,21 @@ def load_odometry_sequence(seq_dir: str | Path, cameras=(2,), velodyne: bool = F
     scans from `velodyne/%06d.bin` when asked for and present.
     """
     seq_dir = require_dir(Path(seq_dir), "KITTI odometry sequence")
-    calib = load_odometry_calib(seq_dir / "calib.txt")
+    # Image folders first: a missing camera is the likelier mistake, and its error names the fix.
+    files_of = {c: camera_images(seq_dir, c, choice=KITTI2BAG_CAMERA_CHOICE) for c in _check_cameras(cameras)}
+    calib = load_odometry_calib(seq_dir / "calib.txt", cameras=tuple(files_of))
     times = read_float_lines(seq_dir / "times.txt", "timestamps")
     n = min(len(times), max_frames) if max_frames else len(times)
     stamps = round(epoch_s * 1e9) + np.round(times * 1e9).astype(np.int64)
     rec = KittiRecording(source=seq_dir, cameras=[], rig={})
-    for c in _check_cameras(cameras):
-        folder = require_dir(seq_dir / f"image_{c}", "image")
-        files = list_images(folder)
+    for c, files in files_of.items():
         if len(files) != len(times):
-            raise InputError(f"{seq_dir / 'times.txt'} has {len(times)} timestamps but {folder} has {len(files)} frames")
+            raise InputError(f"{seq_dir / 'times.txt'} has {len(times)} timestamps but "
+                             f"{seq_dir / f'image_{c}'} has {len(files)} frames")
         h, w = _image_size(files[0])
-        rec.cameras.append(CameraStream(c, files[:n], stamps[:n], _rectified_model(calib.P[c], w, h), grey=c < 2))
-        rec.rig[CAMERA_NAMES[c]] = T_BASE_CAM0 @ _camera_offset(calib.P[c])
+        P = calib.projection(c)
+        rec.cameras.append(CameraStream(c, files[:n], stamps[:n], _rectified_model(P, w, h), grey=c < 2))
+        rec.rig[CAMERA_NAMES[c]] = T_BASE_CAM0 @ _camera_offset(P)
     if calib.Tr is not None:
         rec.rig[VELO_FRAME] = T_BASE_CAM0 @ calib.Tr
     if velodyne:

@@ -130,8 +130,10 @@ def read_rgb(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarr
     """Read an image file as RGB, checking that it decodes and has the sequence size.
 
     Returns:
-        (H,W,3) uint8.
+        (H,W,3) uint8; a grey file has its channel replicated.
     """
+    # The networks take 3 channels: IMREAD_COLOR replicates a grey file's channel here, so grey
+    # cameras (KITTI image_0/1, the Karlsruhe sequence) need nothing further downstream.
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         problem = "is missing" if not path.is_file() else "cannot be decoded as an image"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sa4depth_core.config import Config
 from sa4depth_core.data.image_folder import ImageFolderSequence
-from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
+from sa4depth_core.data.kitti_odometry import KittiOdometrySequence, camera_index
 from sa4depth_core.data.kitti_raw import KittiRawDrive, load_split_file
 from sa4depth_core.data.sequence import FrameSequence
 from sa4depth_core.errors import InputError
@@ -15,9 +15,9 @@ from sa4depth_core.errors import InputError
 def open_sequences(cfg: Config, names: list) -> list[FrameSequence]:
     """FrameSequences for the configured data kind.
 
-    kitti_odometry: names are sequence numbers under data.root.
+    kitti_odometry: names are sequence numbers under data.root, seen by data.camera (image_0..image_3).
     kitti_raw: names are drive folders relative to data.root (e.g. 2011_09_26/2011_09_26_drive_0001_sync);
-        with data.split_file and no names, every drive the split file mentions.
+        with data.split_file and no names, every drive the split file mentions; data.camera image_2 or image_3.
     folder: names are image folders (relative to data.root when it is set).
     """
     d = cfg.data
@@ -26,7 +26,8 @@ def open_sequences(cfg: Config, names: list) -> list[FrameSequence]:
         if root is None or not names:
             raise InputError("data.kind=kitti_odometry needs data.root and data.sequences (e.g. [00, 01])")
         # YAML reads 00 as the number 0: KITTI sequence folders have two digits.
-        return [KittiOdometrySequence(root, f"{int(n):02d}" if n.isdigit() else n) for n in names]
+        camera = camera_index(d.camera)
+        return [KittiOdometrySequence(root, f"{int(n):02d}" if n.isdigit() else n, camera) for n in names]
     if d.kind == "kitti_raw":
         if root is None:
             raise InputError("data.kind=kitti_raw needs data.root")
@@ -34,7 +35,7 @@ def open_sequences(cfg: Config, names: list) -> list[FrameSequence]:
             names = sorted({item.drive for item in load_split_file(d.split_file)})
         if not names:
             raise InputError("data.kind=kitti_raw needs data.sequences (drive folders) or data.split_file")
-        return [KittiRawDrive(root / n) for n in names]
+        return [KittiRawDrive(root / n, camera_index(d.camera)) for n in names]
     if d.kind == "folder":
         folders = [root / n if root else Path(n) for n in names] or ([root] if root else [])
         if not folders:

@@ -37,6 +37,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-kind", default="kitti_odometry", choices=["kitti_odometry", "kitti_raw", "folder", "bag"])
     p.add_argument("--data-root", help="dataset root")
     p.add_argument("--sequences", default="", help="comma-separated sequences / drives / folders")
+    p.add_argument("--camera", default="image_2", help="KITTI camera image_0..image_3 (data.camera; default image_2)")
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames per sequence")
     p.add_argument("--device", default="auto")
     p.add_argument("--backend", default="torch", choices=BACKENDS,
@@ -59,6 +60,7 @@ def _model(args):
 def _sequences(args):
     cfg = Config()
     cfg.data.kind, cfg.data.root = args.data_kind, args.data_root or ""
+    cfg.data.camera = args.camera
     if getattr(args, "bag", None):
         cfg.data.kind, cfg.data.bag = "bag", args.bag
     return open_sequences(cfg, [s for s in args.sequences.split(",") if s])
