@@ -16,6 +16,7 @@ import heapq
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -193,22 +194,58 @@ def _refuse_overlap(out: Path, inputs) -> None:
 
 @contextlib.contextmanager
 def _atomic_directory(out: Path, overwrite: bool):
-    """Yield a path inside a hidden sibling directory; move it to `out` only if the block succeeds."""
+    """Yield a path inside a hidden sibling directory; move it to `out` only if the block succeeds.
+
+    OSError naming `out` when the bag cannot be written (a full disk: OSError ENOSPC, or sqlite3's
+    "database or disk is full") or put in place (`out` busy); either way no partial bag is left
+    and an `out` being replaced is kept as it was.
+    """
     out = out.absolute()
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists; choose another output or pass --overwrite")
+    if os.path.ismount(out):
+        # rename(2) cannot move a mount point (EBUSY): refuse before converting anything
+        raise InputError(f"{out} is a mount point, which a bag cannot replace; write the bag inside it, "
+                         f"e.g. {out / 'bag'}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     except OSError as exc:
         raise InputError(f"cannot create a temporary directory next to {out}: {exc.strerror}") from exc
+    aside = staging / "replaced"
     try:
         yield staging / out.name
-        if out.exists():
-            os.rename(out, staging / "replaced")
-        os.rename(staging / out.name, out)
+        _swap_in(staging / out.name, out, aside)
+    except (OSError, sqlite3.Error) as exc:
+        raise OSError(f"cannot write the bag {out}: {_reason(exc)}; no partial bag was left") from exc
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        # an old bag stranded aside (it could not be put back) must outlive the staging directory
+        if not os.path.lexists(aside) or os.path.lexists(out):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(new: Path, out: Path, aside: Path) -> None:
+    """Rename `new` to `out`. An existing `out` is first moved to `aside`, and moved back if `new`
+    cannot take its place, so that a failure leaves the old bag where it was."""
+    if not os.path.lexists(out):
+        os.rename(new, out)
+        return
+    os.rename(out, aside)
+    try:
+        os.rename(new, out)
+    except OSError as exc:
+        try:
+            os.rename(aside, out)
+        except OSError:
+            raise OSError(exc.errno, f"{exc.strerror}, and the bag it replaces is now {aside}") from exc
+        raise
+
+
+def _reason(exc: OSError | sqlite3.Error) -> str:
+    """Why writing failed, in a few words, with the file the system named if any."""
+    if not isinstance(exc, OSError) or not exc.strerror:
+        return str(exc) or type(exc).__name__
+    return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
 
 
 def _events(rec: KittiRecording):
@@ -345,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         result = convert(args.source, args.out, args.storage, args.ros_distro, cameras, args.velodyne, not args.no_gt,
                          args.compressed, args.poses, args.epoch, args.max_frames, args.overwrite,
                          progress=not args.quiet)
-    except InputError as exc:
+    except (InputError, OSError) as exc:
         print(f"sa4depth-kitti2bag: error: {exc}", file=sys.stderr)
         return 2
     for note in result.notes:
