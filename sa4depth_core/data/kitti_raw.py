@@ -15,6 +15,7 @@ import numpy as np
 
 from sa4depth_core.data.calib import RawCalib, load_raw_calib
 from sa4depth_core.data.sequence import ImageFileSequence, list_images, read_rgb, require_dir
+from sa4depth_core.data.text_file import read_text
 from sa4depth_core.errors import InputError
 
 _SIDE_TO_CAMERA = {"l": 2, "r": 3}
@@ -58,10 +59,8 @@ def parse_split_line(line: str, where: str = "split line") -> SplitItem:
 def load_split_file(path: str | Path) -> list[SplitItem]:
     """Read an Eigen-style split file (blank lines ignored)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: split file not found")
     return [parse_split_line(line, f"{path}: line {n}")
-            for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
+            for n, line in enumerate(read_text(path, "split").splitlines(), start=1) if line.strip()]
 
 
 def kitti_timestamp_ns(text: str) -> int:

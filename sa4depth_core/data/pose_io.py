@@ -12,16 +12,21 @@ import numpy as np
 from transforms3d.quaternions import mat2quat, quat2mat
 
 from sa4depth_core.checkpoint import atomic_write_bytes
+from sa4depth_core.data.text_file import read_text
 from sa4depth_core.errors import InputError
 
+# How far R^T R of a KITTI pose may be from the identity: a rotation printed with three decimals
+# is orthonormal to about 1e-3, while zero, scaled or garbage blocks are off by far more (and
+# made the metrics' matrix inverses fail).
+ROTATION_ATOL = 1e-2
 
-def _number_rows(path: Path, count: int, what: str) -> np.ndarray:
-    """Rows of `count` numbers from a text file; blank lines and `#` comments are skipped."""
+
+def _number_rows(path: Path, count: int, what: str) -> tuple[np.ndarray, list[int]]:
+    """Rows of `count` numbers from a text file and the line number of each; blank lines and `#`
+    comments are skipped."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: {what} file not found")
-    rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    rows, linenos = [], []
+    for lineno, line in enumerate(read_text(path, what).splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -35,9 +40,21 @@ def _number_rows(path: Path, count: int, what: str) -> np.ndarray:
         if not np.all(np.isfinite(row)):
             raise InputError(f"{path}: line {lineno} has non-finite numbers")
         rows.append(row)
+        linenos.append(lineno)
     if not rows:
         raise InputError(f"{path}: {what} file holds no poses")
-    return np.array(rows, dtype=np.float64)
+    return np.array(rows, dtype=np.float64), linenos
+
+
+def _check_rotations(path: Path, rotations: np.ndarray, linenos: list[int]) -> None:
+    """InputError naming the first line whose (3,3) block of `rotations` (N,3,3) is no rotation."""
+    error = np.abs(np.swapaxes(rotations, 1, 2) @ rotations - np.eye(3)).max(axis=(1, 2))
+    det = np.linalg.det(rotations)
+    bad = np.flatnonzero((error > ROTATION_ATOL) | (det <= 0))
+    if bad.size:
+        k = int(bad[0])
+        raise InputError(f"{path}: line {linenos[k]} holds no rotation (R^T R is off the identity by "
+                         f"{error[k]:.3g}, det R = {det[k]:.3g}); a KITTI pose is [R | t], 3x4 row-major")
 
 
 def _save_rows(path: str | Path, rows: np.ndarray, **savetxt_options) -> None:
@@ -63,9 +80,10 @@ def load_kitti_poses(path: str | Path) -> np.ndarray:
     Returns:
         (N,4,4) float64 camera-to-world.
     """
-    rows = _number_rows(Path(path), 12, "KITTI poses")
+    rows, linenos = _number_rows(Path(path), 12, "KITTI poses")
     poses = np.tile(np.eye(4), (len(rows), 1, 1))
     poses[:, :3, :] = rows.reshape(-1, 3, 4)
+    _check_rotations(Path(path), poses[:, :3, :3], linenos)
     return poses
 
 
@@ -82,7 +100,7 @@ def load_tum_poses(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         timestamps (N,) float64 seconds and poses (N,4,4) float64 camera-to-world.
     """
     path = Path(path)
-    rows = _number_rows(path, 8, "TUM trajectory")
+    rows, _ = _number_rows(path, 8, "TUM trajectory")
     quat_xyzw = rows[:, 4:8]
     norms = np.linalg.norm(quat_xyzw, axis=1)
     if np.any(norms < 1e-9):

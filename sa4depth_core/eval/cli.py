@@ -26,7 +26,7 @@ from .trajectory_plot import plot_trajectories
 from . import cli_odometry, cli_trajectory
 from .depth_metrics import evaluate_depth
 from .odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate
-from .report import format_table, write_json
+from .report import format_table, refuse_directories, write_json
 from .run_model import run_sequence
 from .scale_consistency import frame_scale_ratios, pose_depth_scale_ratios, sequence_scale_consistency
 from .trajectory_matching import FORMATS
@@ -71,9 +71,9 @@ def _frames(seq, max_frames: int) -> range:
 
 
 def cmd_depth(args) -> dict:
+    items = load_split_file(args.split_file) if args.split_file else None  # a bad file before the model loads
     loaded, device, nets = _model(args)
-    if args.split_file:
-        items = load_split_file(args.split_file)
+    if items is not None:
         jobs: dict[str, tuple] = {}
         for item in items:
             drive = jobs.setdefault(item.drive, (KittiRawDrive(Path(args.data_root) / item.drive), []))
@@ -141,9 +141,9 @@ def cmd_odom(args) -> dict:
             rows[mode] = row
             seq_out[mode] = {"errors": res, "ate5": row["ATE5"], "ms_per_frame": row["ms/frame"],
                              "pose_depth_scale": pd if depth_ratios is not None else None}
-            if args.plot or args.json:
+            base = cli_odometry.plot_path(args.plot, args.json)
+            if base is not None:
                 stem = seq.name.replace("/", "_")
-                base = Path(args.plot) if args.plot else Path(args.json).with_suffix(".png")
                 plot = base.with_name(f"{base.stem}_{stem}_{mode}.png")
                 plot_trajectories(plot, gt, est, args.align, title=f"{seq.name}: {mode} odometry")
                 seq_out[mode]["plot"] = str(plot)
@@ -187,12 +187,13 @@ def main(argv=None) -> int:
     o.add_argument("--plot", help="top-view trajectory PNG (default: next to --json)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        refuse_directories(json=args.json, plot=getattr(args, "plot", None))
         result = cmd_depth(args) if args.command == "depth" else cmd_odom(args)
+        if args.json:  # a directory or a full disk is as much the user's to fix as a bad input
+            print(f"wrote {write_json(args.json, result)}")
     except (InputError, OSError) as e:
         print(f"sa4depth-eval: error: {e}", file=sys.stderr)
         return 2
-    if args.json:
-        print(f"wrote {write_json(args.json, result)}")
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import Sequence
 from sa4depth_core.errors import InputError
 from sa4depth_core.eval.odometry_metrics import (ALIGNMENTS, absolute_to_relative,
                                                  odometry_errors, snippet_ate)
-from sa4depth_core.eval.report import format_table, write_json
+from sa4depth_core.eval.report import format_table, refuse_directories, write_json
 from sa4depth_core.eval.trajectory_matching import FORMATS, load_trajectory_pair
 from sa4depth_core.eval.trajectory_plot import plot_trajectories
 
@@ -87,11 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `sa4depth-eval odom`; returns the process exit code (2 on bad input)."""
     args = build_parser().parse_args(argv)
     try:
+        refuse_directories(json=args.json, plot=args.plot)
         result = run(args.gt, args.est, args.format, args.align, args.max_dt, plot_path(args.plot, args.json))
         if args.json is not None:
             write_json(args.json, result)
             print(f"wrote {args.json}")
-    except InputError as exc:
+    except (InputError, OSError) as exc:  # OSError: an output that is a directory, a full disk
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -27,6 +27,7 @@ from ..data.bag_reader import COMPRESSED_TYPE, IMAGE_TYPE, ODOMETRY_TYPE, bag_to
 from ..data.bag_sequence import BagImageSequence
 from ..errors import InputError
 from ..infer import DepthPredictor, load_model, select_device
+from .cli_odometry import plot_path
 from .odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate
 from .report import format_table
 from .trajectory_matching import load_trajectory, match_trajectories
@@ -147,7 +148,7 @@ def run(args) -> dict:
                        label_header="trajectory"))
     if result["num_segments"] == 0:
         print("note: the trajectory is shorter than 100 m, so t_err / r_err are undefined")
-    plot = Path(args.plot) if args.plot else (Path(args.json).with_suffix(".png") if args.json else None)
+    plot = plot_path(args.plot, args.json)
     if plot is not None:
         drawn = plot_trajectories(plot, gt, est, result["alignment"], f"{Path(result['est']).name} vs ground truth")
         result["plot"] = drawn.path

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..checkpoint import atomic_write_bytes
+from ..errors import InputError
 
 
 def _is_scalar(value: Any) -> bool:
@@ -109,3 +110,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     # Results are shared like any other output, not private like a temporary file.
     atomic_write_bytes(path, text.encode("utf-8"), mode=0o644)
     return path
+
+
+def refuse_directories(**outputs: str | os.PathLike | None) -> None:
+    """InputError naming the first output (option name -> path, None when not asked for) that is an
+    existing directory: checked before any work, so that no other output is written in vain."""
+    for option, path in outputs.items():
+        if path is not None and Path(path).is_dir():
+            raise InputError(f"{path}: is a directory; --{option} names the file to write")

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data.bag_ground_truth import interpolate_poses
 from ..data.pose_io import load_kitti_poses, load_tum_poses
+from ..data.text_file import read_text
 from ..errors import InputError
 
 FORMATS = ("kitti", "tum")
@@ -34,9 +35,8 @@ def _check_increasing(path: Path, stamps: np.ndarray) -> None:
 
 def _file_format(path: Path) -> str:
     """'kitti' or 'tum' from the number count of the first pose line."""
-    if not path.is_file():
-        raise InputError(f"{path}: trajectory file not found")
-    first = next((line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")), "")
+    text = read_text(path, "trajectory")
+    first = next((line for line in text.splitlines() if line.strip() and not line.startswith("#")), "")
     columns = len(first.replace(",", " ").split())
     if columns == 12:
         return "kitti"

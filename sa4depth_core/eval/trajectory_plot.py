@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sa4depth_core.checkpoint import atomic_write_bytes
 from sa4depth_core.errors import InputError
 
 from .odometry_metrics import align_trajectories, ate_rmse
@@ -194,11 +195,12 @@ def depth_strip(path: str | Path, rgbs: list[np.ndarray], depths: list[np.ndarra
 
 
 def _write_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write `image` as a PNG whatever the name's suffix (cv2.imwrite raised on an unknown one),
+    whole or not at all; OSError naming the path when it cannot be written (a directory, a full disk)."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot create the output directory ({exc.strerror})") from exc
-    if not cv2.imwrite(str(path), image):
-        raise InputError(f"{path}: cannot write PNG")
+    ok, png = cv2.imencode(".png", image)
+    if not ok:
+        raise InputError(f"{path}: cannot encode the picture as PNG")
+    # a picture is shared like any other output, not private like a temporary file
+    atomic_write_bytes(path, png.tobytes(), mode=0o644)
     return path
