@@ -13,7 +13,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/launch", glob("launch/*.py") + glob("launch/*.xml")),
-        ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
     ],
     python_requires=">=3.10",
     install_requires=["setuptools", "numpy", "pyyaml", "transforms3d", "tqdm"],

@@ -36,7 +36,10 @@ def generate_launch_description():
                               description="metres above the road: KITTI's camera height"),
         DeclareLaunchArgument("use_rviz", default_value="true", description="start RViz"),
     ]
-    player_arguments = [LaunchConfiguration("bag"), "--rate", LaunchConfiguration("rate"), "--clock"]
+    # play once the perception node subscribes (it first loads its model): nothing is lost unseen
+    player_arguments = [LaunchConfiguration("bag"), "--rate", LaunchConfiguration("rate"), "--clock",
+                        "--wait-subscribers", "120", "--wait-for", LaunchConfiguration("image_topic"),
+                        LaunchConfiguration("camera_info_topic")]
     player = Node(
         package="sa4depth_ros",
         executable="sa4depth-play",

@@ -3,13 +3,16 @@
     sa4depth-play bags/seq09 --rate 0.5 --clock
     sa4depth-play bags/seq09 --topics /kitti/camera_color_left/image_raw /kitti/camera_color_left/camera_info --loop
     sa4depth-play bags/seq09 --ros-args -r __node:=player -r /clock:=/sim/clock    # as launch_ros runs it
+    sa4depth-play bags/seq09 --wait-subscribers 120 --wait-for /kitti/camera_color_left/image_raw
 
 Messages go out as the recorded CDR bytes (no decode/encode), in bag-time order, at the
 recorded pace times `--rate`. Each topic's publisher uses the QoS the bag recorded for it
 (reliable only if every recorded publisher was; transient-local likewise), else reliable
 volatile, and `/tf_static` reliable transient-local so late subscribers still get the rig.
 ROS arguments after `--ros-args` (remappings, node name) go to rclpy; at the end the player prints
-how many messages it published on each topic.
+how many messages it published on each topic. A bag recorded from a best-effort camera is played
+best effort: the player gives itself Fast DDS's large-frames profile (config/fastdds_large_frames.xml)
+unless the environment chose Fast DDS's transports, so frames of any size reach other processes.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from rosbags.interfaces import QosDurability, QosHistory, QosReliability
 from sa4depth_core.data.bag_reader import open_bag
 from sa4depth_core.errors import InputError
 from sa4depth_core.stamps import sec_nanosec
-from sa4depth_ros.ros_env import ensure_loopback_dds
+from sa4depth_ros.ros_env import ensure_large_frame_transport, ensure_loopback_dds
 
 DEFAULT_DEPTH = 10
 CLOCK_TOPIC = "/clock"
@@ -127,14 +130,20 @@ class BagPlayer:
             self.clock_pub = node.create_publisher(Clock, CLOCK_TOPIC,
                                                    QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
 
-    def wait_for_subscribers(self, timeout_s: float) -> bool:
-        """Block until every publisher has a subscriber or `timeout_s` passes; True if all have one."""
+    def wait_for_subscribers(self, timeout_s: float, topics: list[str] | None = None) -> bool:
+        """Block until the publishers of `topics` (None: all) have a subscriber or `timeout_s`
+        passes; True if all have one."""
+        unknown = sorted(set(topics or ()) - set(self.publishers))
+        if unknown:
+            raise InputError(f"--wait-for names topics the player does not play: {unknown}; it plays "
+                             f"{sorted(self.publishers)}")
+        waited = [self.publishers[t] for t in topics] if topics else list(self.publishers.values())
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if all(p.get_subscription_count() > 0 for p in self.publishers.values()):
+            if all(p.get_subscription_count() > 0 for p in waited):
                 return True
             time.sleep(0.02)
-        return all(p.get_subscription_count() > 0 for p in self.publishers.values())
+        return all(p.get_subscription_count() > 0 for p in waited)
 
     def _publish_clock(self, bag_ns: int) -> None:
         msg = self._clock_msg()
@@ -202,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="publish /clock (rosgraph_msgs/Clock) at HZ (default 100 when given)")
     parser.add_argument("--delay", type=float, default=0.5, help="seconds to wait before playing (default 0.5)")
     parser.add_argument("--wait-subscribers", type=float, default=0.0, metavar="SECONDS",
-                        help="before playing, wait up to SECONDS until every topic has a subscriber")
+                        help="before playing, wait up to SECONDS until every topic (or those of --wait-for) has a "
+                             "subscriber")
+    parser.add_argument("--wait-for", nargs="+", metavar="TOPIC",
+                        help="with --wait-subscribers: wait only for subscribers of these topics")
     argv = ["sa4depth-play"] + list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(remove_ros_args(argv)[1:])
@@ -213,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     ensure_loopback_dds()
+    ensure_large_frame_transport()  # recorded best-effort image topics are played best effort
     rclpy.init(args=argv)
     node = rclpy.create_node("sa4depth_play")
     log = node.get_logger()
@@ -223,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             if player.skipped:
                 log.warning(f"not playing topics whose message package is missing: {', '.join(player.skipped)}")
             start, stop = play_window(reader.start_time, reader.end_time, args.start, args.duration)
-            if args.wait_subscribers > 0 and not player.wait_for_subscribers(args.wait_subscribers):
+            if args.wait_subscribers > 0 and not player.wait_for_subscribers(args.wait_subscribers, args.wait_for):
                 log.warning(f"some topics still have no subscriber after {args.wait_subscribers} s; playing anyway")
             time.sleep(max(args.delay, 0.0))
             while rclpy.ok():

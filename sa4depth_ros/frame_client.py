@@ -24,7 +24,7 @@ from .camera_info import K_to_camera_info
 from .executor import stop_spinning
 from .image_codec import rgb_to_compressed, rgb_to_msg
 from .perception_node import NODE_NAME, TOPICS
-from .qos import reliable_qos
+from .qos import qos_from_string, reliable_qos
 from .stamps import stamp_msg
 from .tf_out import TF_QOS, TFMessage
 
@@ -33,13 +33,15 @@ class FrameClient:
     """Publishes `image` / `camera_info` and subscribes to the node's outputs in `namespace`.
 
     With `compressed` ("jpeg" or "png") images go out as CompressedImage on `<image>/compressed`,
-    as image_transport's compressed plugin publishes them. Received messages are kept per topic
-    as (arrival monotonic time, message), newest last, at most `keep` per topic.
+    as image_transport's compressed plugin publishes them. `camera_qos` ('reliable', 'sensor_data')
+    is how images and CameraInfo go out, as a camera driver would offer them. Received messages are
+    kept per topic as (arrival monotonic time, message), newest last, at most `keep` per topic.
     """
 
     def __init__(self, domain_id: int, namespace: str = "", topics=tuple(TOPICS), tf: bool = True,
                  diagnostics: bool = True, keep: int = 200, name: str = "sa4depth_frame_client",
-                 image_topic: str = "image", camera_info_topic: str = "camera_info", compressed: str = ""):
+                 image_topic: str = "image", camera_info_topic: str = "camera_info", compressed: str = "",
+                 camera_qos: str = "reliable"):
         self.namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
@@ -49,10 +51,11 @@ class FrameClient:
         self._counts: dict[str, int] = defaultdict(int)
         self._keep = keep
         self.compressed = compressed
+        camera = qos_from_string(camera_qos, depth=5)
         self.image_pub = (self.node.create_publisher(CompressedImage, self.topic(image_topic) + "/compressed",
-                                                     reliable_qos(5)) if compressed
-                          else self.node.create_publisher(Image, self.topic(image_topic), reliable_qos(5)))
-        self.info_pub = self.node.create_publisher(CameraInfo, self.topic(camera_info_topic), reliable_qos(5))
+                                                     camera) if compressed
+                          else self.node.create_publisher(Image, self.topic(image_topic), camera))
+        self.info_pub = self.node.create_publisher(CameraInfo, self.topic(camera_info_topic), camera)
         self._subscriptions = {
             name: self.node.create_subscription(TOPICS[name], self.topic(name), self._recorder(name), reliable_qos(10))
             for name in topics}

@@ -29,7 +29,7 @@ from sa4depth_core.online import OnlineOptions
 from sa4depth_core.pipeline_options import PipelineOptions, pose_from_xyz_rpy
 from sa4depth_core.scale import SCALE_MODES
 
-from .qos import QOS_NAMES
+from .qos import AUTO, INPUT_QOS_NAMES, QOS_NAMES
 
 MAX_THREADS = 256
 IMAGE_TRANSPORTS = ("raw", "compressed")
@@ -240,8 +240,9 @@ STREAM = (
               "images with camera_info instead", read_only=True, check=intrinsics_problem),
     ParamSpec("sync_slop", 0.02, "largest image/CameraInfo stamp difference that pairs (s)", read_only=True,
               bounds=(0.0, 10.0)),
-    ParamSpec("qos.image", "sensor_data", "QoS of the image and camera_info subscriptions: "
-              + " | ".join(QOS_NAMES), read_only=True, check=_one_of(QOS_NAMES)),
+    ParamSpec("qos.image", AUTO, "QoS of the image and camera_info subscriptions: auto = reliable when every "
+              "publisher offers it, else best effort; or a fixed " + " | ".join(QOS_NAMES), read_only=True,
+              check=_one_of(INPUT_QOS_NAMES)),
 )
 DIAGNOSTICS_PERIOD = ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", read_only=True,
                                bounds=(0.05, 3600.0))

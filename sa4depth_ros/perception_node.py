@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 import traceback
-from collections import deque
+from collections import Counter, deque
 
 import cv2
 import numpy as np
@@ -64,10 +64,11 @@ from .diagnostics import (
     worst_level,
 )
 from .image_codec import array_to_msg, colorize_depth, decode_rgb, depth_to_msg
+from .input_subscription import INPUT_REFRESH_S, CameraInput
 from .node_main import run_node, torch_device
 from .pose_msgs import pose_msg, pose_to_transform_stamped
 from .qos import qos_from_string, reliable_qos
-from .sync import make_image_info_sync
+from .ros_env import LARGE_FRAMES_PROFILE, share_file
 from .tf_lookup import TransformLookup
 from .tf_out import TransformPublisher
 
@@ -91,6 +92,10 @@ COUNTERS = ("frames_received", "frames_processed", "frames_published", "frames_r
 TRACKING_NO_FRAME = "none"  # no frame processed yet
 TRACKING_OFF = "off"  # the last frame got no odometry: switched off, or its odometry stage failed
 MAX_STUCK_LOADS = 2
+LOST_BEST_EFFORT_FRAMES = (
+    "the camera publishes its images best effort, and Fast DDS never delivers a best-effort sample larger than "
+    "the SENDER's shared-memory segment (512 KiB by default; a 640x480 RGB frame is 0.9 MB): publish the images "
+    "reliably, or start the camera's process with FASTDDS_DEFAULT_PROFILES_FILE={profile}")
 RELATIVE_WARNING = ("scale_mode relative: depth, points, odom and TF are in network units, NOT metres (every "
                     "consumer reads them as metres); set scale_mode camera_height with the camera_height, or fixed")
 
@@ -238,6 +243,7 @@ class PerceptionNode(Node):
         self._started = time.monotonic()
         self._last_pair = -1e9
         self._unpaired_seen = 0
+        self._arrived_at_pair = Counter()  # messages arrived per stream as of the last pair
 
         out_image_qos = qos_from_string(s.qos_output, depth=2)
         out_qos = qos_from_string(s.qos_output, depth=10)
@@ -252,10 +258,13 @@ class PerceptionNode(Node):
         # A compressed stream is the image topic's image_transport sibling: the remapped name
         # plus /compressed.
         compressed = s.image_transport == "compressed"
-        self._sync = make_image_info_sync(
+        self._input = CameraInput(
             self, self.resolve_topic_name("image") + "/compressed" if compressed else "image",
-            None if s.intrinsics_given else "camera_info", self._on_frame, qos_from_string(s.qos_image),
-            slop=s.sync_slop, image_type=CompressedImage if compressed else Image)
+            None if s.intrinsics_given else "camera_info", self._on_frame, s.qos_image, slop=s.sync_slop,
+            image_type=CompressedImage if compressed else Image, log=self.get_logger().info)
+        # follows the camera's offered reliability (qos.image auto); in the spinning thread, as
+        # the subscriptions' callbacks, so none runs while they are replaced
+        self.create_timer(INPUT_REFRESH_S, self._input.refresh, clock=Clock(clock_type=ClockType.STEADY_TIME))
         control, reload = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         self.slow_callback_groups = (control, reload)
         handlers = {"~/reset": (self._srv_reset, control), "~/save_trajectory": (self._srv_save, control),
@@ -274,7 +283,7 @@ class PerceptionNode(Node):
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="sa4depth-perception", daemon=True)
         self._worker.start()
-        mode = "intrinsics parameter" if s.intrinsics_given else f"CameraInfo ({self._sync.backend} sync)"
+        mode = "intrinsics parameter" if s.intrinsics_given else "CameraInfo"
         self.get_logger().info(
             f"ready: network {self.pipeline.network_size[1]}x{self.pipeline.network_size[0]} on {self.device}, "
             f"inference {self.pipeline.backend}, model {loaded.model_id}, scale {self.pipeline.describe_scale()}, "
@@ -309,11 +318,13 @@ class PerceptionNode(Node):
         last frame; the pipeline is the one that counts them) plus odometry this node computed but
         could not publish."""
         counts = self._counts.snapshot()
-        unpaired = self._sync.dropped
+        unpaired = self._input.dropped
+        received = self._input.received
         return {"frames_received": counts["frames_received"], "frames_processed": counts["frames_processed"],
                 "frames_published": counts["frames_published"], "frames_dropped_stale": self._slot.dropped,
                 "frames_rejected": counts["frames_rejected"], "frames_failed": counts["frames_failed"],
                 "frames_unpaired": "n/a" if unpaired is None else unpaired,
+                "images_arrived": received["image"], "camera_infos_arrived": received["camera_info"],
                 "odometry_failed": self._last["status"]["odometry_stage_errors"] + counts["odometry_unpublished"]}
 
     def _announce_model(self, loaded) -> None:
@@ -330,7 +341,7 @@ class PerceptionNode(Node):
     def _input_note(self, s) -> str:
         """The input topic and how its frames become pinhole images (log and diagnostics)."""
         kind = "rectified: P" if s.rectified_images else f"raw: K, D {'undistorted' if s.undistort else 'refused'}"
-        return f"{self._sync.subscriptions[0].topic_name} ({s.image_transport}, {kind})"
+        return f"{self._input.topics[0]} ({s.image_transport}, {kind})"
 
     def _units(self) -> str:
         """What a unit of depth and odometry is now (diagnostics key `units`)."""
@@ -342,6 +353,7 @@ class PerceptionNode(Node):
     def _on_frame(self, image, info) -> None:
         self._counts.add("frames_received")
         self._last_pair = time.monotonic()
+        self._arrived_at_pair = self._input.received
         self._in_rate.tick()
         self._slot.put((image, info, time.monotonic()))
 
@@ -641,18 +653,26 @@ class PerceptionNode(Node):
     def _check_inputs(self) -> str:
         """Why no frames are paired, when the graph or the synchroniser can tell; '' otherwise."""
         now = time.monotonic()
-        unpaired = self._sync.dropped
+        unpaired = self._input.dropped
         grew = unpaired is not None and unpaired > self._unpaired_seen
         self._unpaired_seen = unpaired or 0
-        if self._sync.backend == "image_only" or now - max(self._last_pair, self._started) < 3.0:
+        received = self._input.received
+        infos_alone = received["camera_info"] - self._arrived_at_pair["camera_info"]
+        images_since = received["image"] - self._arrived_at_pair["image"]
+        if self._input.backend in ("image_only", "waiting") or now - max(self._last_pair, self._started) < 3.0:
             return ""
-        topics = [sub.topic_name for sub in self._sync.subscriptions]
-        image_pubs, info_pubs = (self.count_publishers(t) for t in topics)
+        image_topic, info_topic = self._input.topics
+        image_pubs, info_pubs = (len(p) for p in self._input.publishers())
         if image_pubs and not info_pubs:
-            return (f"nothing publishes {topics[1]} for the images on {topics[0]}: publish CameraInfo or set the "
+            return (f"nothing publishes {info_topic} for the images on {image_topic}: publish CameraInfo or set the "
                     "'intrinsics' parameter (fx, fy, cx, cy); waiting")
+        if image_pubs and infos_alone >= 3 and not images_since:
+            # no count in the text: the warning is logged once while it stays the same
+            return f"CameraInfos keep arriving on {info_topic} but no image on {image_topic}: " + (
+                LOST_BEST_EFFORT_FRAMES.format(profile=share_file(*LARGE_FRAMES_PROFILE))
+                if self._input.image_best_effort else "the images are lost before they reach the node")
         if grew:
-            return (f"images on {topics[0]} do not pair with CameraInfo on {topics[1]} within sync_slop "
+            return (f"images on {image_topic} do not pair with CameraInfo on {info_topic} within sync_slop "
                     f"{self.settings.sync_slop} s: do their stamps match?")
         return ""
 
@@ -708,7 +728,8 @@ class PerceptionNode(Node):
             **last["status"],
             "extrinsic": self._extrinsic_note,
             "camera_tf": self._camera_tf_note if s.publish_camera_tf else "off",
-            "sync": self._sync.backend,
+            "sync": self._input.backend,
+            "input_qos": self._input.describe(),
             "tf": str(self._tf.backend),
             "tf_in": str(self._tf_in.backend),
         }

@@ -1,8 +1,7 @@
-"""QoS profiles following REP 2003: publishers reliable, sensor subscribers best effort.
-
-A best-effort subscriber connects to both reliable and best-effort publishers, so camera inputs
-use `sensor_qos`; our outputs use `reliable_qos` so RViz and recorders with default QoS connect.
-Both are overridable through a string parameter parsed by `qos_from_string`.
+"""QoS profiles: publishers reliable (REP 2003), so RViz and recorders with default QoS connect;
+camera inputs read with the reliability their publishers offer ('auto', input_subscription.py
+says why), or with a fixed profile. Both are overridable through a string parameter parsed by
+`qos_from_string`.
 """
 from __future__ import annotations
 
@@ -17,6 +16,8 @@ from rclpy.qos import (
 from sa4depth_core.errors import InputError
 
 QOS_NAMES = ("sensor_data", "reliable", "system_default")
+AUTO = "auto"  # inputs only: the publishers' reliability (input_subscription.CameraInput)
+INPUT_QOS_NAMES = (AUTO,) + QOS_NAMES
 
 
 def _keep_last(reliability: ReliabilityPolicy, depth: int) -> QoSProfile:

@@ -23,13 +23,13 @@ from pathlib import Path
 
 from sa4depth_core.errors import InputError
 
-from .ros_env import ensure_loopback_dds
+from .ros_env import PACKAGE, ensure_loopback_dds, share_file
 
-PACKAGE = "sa4depth_ros"
 # Console scripts of setup.py that these graphs start, and the modules behind them.
 MODULES = {"perception_node": "sa4depth_ros.perception_node", "trainer_node": "sa4depth_ros.trainer_node",
            "sa4depth-play": "sa4depth_ros.bag_player"}
 KITTI_IMAGE = "/kitti/camera_color_left/image_raw"
+WAIT_FOR_NODE_S = 120  # the player's longest wait for the node's input subscriptions
 KITTI_INFO = "/kitti/camera_color_left/camera_info"
 KITTI_CAMERA_HEIGHT = "1.65"
 
@@ -48,24 +48,16 @@ class NodeSpec:
     params_file: str | None = None
 
 
-def _share_file(*parts: str) -> Path:
-    """A file of the package's share directory: the source tree's, else the installed one."""
-    source = Path(__file__).resolve().parents[1].joinpath(*parts)
-    if source.exists():
-        return source
-    return Path(sys.prefix, "share", PACKAGE, *parts)
-
-
 def default_params_file() -> Path:
-    return _share_file("config", "sa4depth.yaml")
+    return share_file("config", "sa4depth.yaml")
 
 
 def default_trainer_params_file() -> Path:
-    return _share_file("config", "trainer.yaml")
+    return share_file("config", "trainer.yaml")
 
 
 def default_rviz_config() -> Path:
-    return _share_file("config", "sa4depth.rviz")
+    return share_file("config", "sa4depth.rviz")
 
 
 def _parameter_override(text: str) -> tuple[str, str]:
@@ -142,7 +134,12 @@ def build_graph(args: argparse.Namespace) -> list[NodeSpec]:
     graph = [NodeSpec(PACKAGE, "perception_node", name="perception_node", namespace=args.namespace,
                       parameters=overrides, params_file=args.params_file, remappings=inputs)]
     if replay:
-        player_args = [args.bag, "--rate", str(args.rate), "--clock"] + (["--loop"] if args.loop else [])
+        # the node subscribes once it has loaded its model and seen the player's publishers: frames
+        # played before that would be lost unseen
+        image = inputs[0][1] + ("/compressed" if args.image_transport == "compressed" else "")
+        waited = [image] if "intrinsics" in overrides else [image, inputs[1][1]]
+        player_args = [args.bag, "--rate", str(args.rate), "--clock", "--wait-subscribers", str(WAIT_FOR_NODE_S),
+                       "--wait-for", *waited] + (["--loop"] if args.loop else [])
         graph.insert(0, NodeSpec(PACKAGE, "sa4depth-play", arguments=player_args))
     if args.online_learning:
         trainer = {"init_checkpoint": args.checkpoint, "device": args.device, **stream, "use_sim_time": sim_time}

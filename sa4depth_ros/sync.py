@@ -6,6 +6,7 @@ has no message_filters, so `ApproximateSyncFallback` stands in with the same pai
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from typing import Callable
 
 from sensor_msgs.msg import CameraInfo, Image
@@ -83,15 +84,19 @@ class ImageInfoSync:
     """Keeps the subscriptions of `make_image_info_sync` alive and can remove them.
 
     backend is 'message_filters', 'fallback' or 'image_only'; `synchronizer` is the
-    message_filters or fallback object (None in image_only mode).
+    message_filters or fallback object (None in image_only mode). `received` counts the messages
+    that arrived per stream ('image', 'camera_info'), paired or not: CameraInfos arriving while
+    images do not is how frames lost in transport show.
     """
 
-    def __init__(self, node, subscriptions: list, backend: str, synchronizer=None, filters: tuple = ()):
+    def __init__(self, node, subscriptions: list, backend: str, synchronizer=None, filters: tuple = (),
+                 received: Counter | None = None):
         self.node = node
         self.subscriptions = subscriptions
         self.backend = backend
         self.synchronizer = synchronizer
         self._filters = filters  # message_filters Subscribers hold the chain to the synchroniser
+        self.received = Counter() if received is None else received
 
     @property
     def dropped(self) -> int | None:
@@ -105,6 +110,14 @@ class ImageInfoSync:
         self.subscriptions = []
 
 
+def _counting(received: Counter, stream: str, callback: Callable) -> Callable:
+    """`callback` that first counts its message in received[stream]."""
+    def count(msg):
+        received[stream] += 1
+        callback(msg)
+    return count
+
+
 def make_image_info_sync(node, image_topic: str, info_topic: str | None, callback: Callable, qos,
                          slop: float = 0.02, queue_size: int = 5, callback_group=None,
                          image_type=Image) -> ImageInfoSync:
@@ -113,26 +126,36 @@ def make_image_info_sync(node, image_topic: str, info_topic: str | None, callbac
     With `info_topic=None` every image is delivered at once as `callback(image, None)`.
 
     Args:
-        qos: QoS profile of both subscriptions (REP 2003: sensor data for camera inputs).
+        qos: QoS profile of both subscriptions (REP 2003: sensor data for camera inputs), or a pair
+            (image profile, CameraInfo profile).
         slop: largest stamp difference in seconds that still pairs.
         queue_size: messages kept per stream while waiting for a partner.
         image_type: Image or CompressedImage.
     """
+    image_qos, info_qos = qos if isinstance(qos, tuple) else (qos, qos)
+    received = Counter()
     if info_topic is None:
-        sub = node.create_subscription(image_type, image_topic, lambda msg: callback(msg, None), qos,
+        sub = node.create_subscription(image_type, image_topic,
+                                       _counting(received, "image", lambda msg: callback(msg, None)), image_qos,
                                        callback_group=callback_group)
-        return ImageInfoSync(node, [sub], "image_only")
+        return ImageInfoSync(node, [sub], "image_only", received=received)
     if message_filters is not None:
         filters = (
-            message_filters.Subscriber(node, image_type, image_topic, qos_profile=qos, callback_group=callback_group),
-            message_filters.Subscriber(node, CameraInfo, info_topic, qos_profile=qos, callback_group=callback_group),
+            message_filters.Subscriber(node, image_type, image_topic, qos_profile=image_qos,
+                                       callback_group=callback_group),
+            message_filters.Subscriber(node, CameraInfo, info_topic, qos_profile=info_qos,
+                                       callback_group=callback_group),
         )
+        for stream, source in zip(("image", "camera_info"), filters):
+            source.registerCallback(_counting(received, stream, lambda msg: None))
         sync = message_filters.ApproximateTimeSynchronizer(list(filters), queue_size, slop)
         sync.registerCallback(callback)
-        return ImageInfoSync(node, [f.sub for f in filters], "message_filters", sync, filters)
+        return ImageInfoSync(node, [f.sub for f in filters], "message_filters", sync, filters, received)
     sync = ApproximateSyncFallback(callback, slop, queue_size)
     subs = [
-        node.create_subscription(image_type, image_topic, sync.add_image, qos, callback_group=callback_group),
-        node.create_subscription(CameraInfo, info_topic, sync.add_info, qos, callback_group=callback_group),
+        node.create_subscription(image_type, image_topic, _counting(received, "image", sync.add_image), image_qos,
+                                 callback_group=callback_group),
+        node.create_subscription(CameraInfo, info_topic, _counting(received, "camera_info", sync.add_info), info_qos,
+                                 callback_group=callback_group),
     ]
-    return ImageInfoSync(node, subs, "fallback", sync)
+    return ImageInfoSync(node, subs, "fallback", sync, received=received)

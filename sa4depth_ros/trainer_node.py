@@ -51,8 +51,7 @@ from .camera_info import PinholeFrames
 from .diagnostics import ERROR, OK, WARN, make_array, make_status, worst_level
 from .image_codec import decode_rgb
 from .node_main import run_node, torch_device
-from .qos import qos_from_string
-from .sync import make_image_info_sync
+from .input_subscription import INPUT_REFRESH_S, CameraInput
 
 NODE_NAME = "trainer_node"
 RECENT_S = 30.0  # a write error or rollback stays in the diagnostics message this long
@@ -94,10 +93,11 @@ class TrainerNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._pinhole = PinholeFrames(v["rectified_images"], v["undistort"])
         compressed = v["image_transport"] == "compressed"
-        self._sync = make_image_info_sync(
+        self._input = CameraInput(
             self, self.resolve_topic_name("image") + "/compressed" if compressed else "image",
-            None if any(v["intrinsics"]) else "camera_info", self._on_frame, qos_from_string(v["qos.image"]),
-            slop=v["sync_slop"], image_type=CompressedImage if compressed else Image)
+            None if any(v["intrinsics"]) else "camera_info", self._on_frame, v["qos.image"], slop=v["sync_slop"],
+            image_type=CompressedImage if compressed else Image, log=self.get_logger().info)
+        self.create_timer(INPUT_REFRESH_S, self._input.refresh, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.create_service(Trigger, "~/start", self._srv_start, callback_group=control)
         self.create_service(Trigger, "~/pause", self._srv_pause, callback_group=control)
         self.create_service(Trigger, "~/save", self._srv_save, callback_group=control)
