@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +88,9 @@ class FrameResult:
     """depth: (h,w) float32 in output units (metres unless the scale mode is relative), NaN
     where invalid. K: (3,3) intrinsics of `depth`. scale: factor applied to network depth.
     odometry: None when odometry is off or its stage failed for this frame (odometry_error then
-    says why). ms_depth / ms_odometry: wall time of the two parts."""
+    says why). ms_depth / ms_odometry: wall time of the two parts. scale_state, status,
+    warnings: the pipeline's describe_scale(), status() and warnings() after this frame, so a
+    caller publishing the frame needs nothing else from the pipeline."""
 
     depth: np.ndarray
     K: np.ndarray
@@ -97,6 +99,9 @@ class FrameResult:
     ms_depth: float
     ms_odometry: float
     odometry_error: str = ""
+    scale_state: str = ""
+    status: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 class _Trajectory:
@@ -129,7 +134,8 @@ def _symmetric(M: torch.Tensor) -> np.ndarray:
 class PerceptionPipeline:
     """Per-frame depth, scale and base odometry from one model.
 
-    Not thread-safe: a node serialises `process`, `reset`, `configure` and `set_model`.
+    Not thread-safe: a node serialises `process`, `reset`, `configure` and `set_model`. In
+    parallel mode it owns a thread: `close()` it, or use it as a context manager.
     """
 
     def __init__(self, loaded: LoadedModel, device: torch.device, options: PipelineOptions | None = None):
@@ -295,13 +301,27 @@ class PerceptionPipeline:
             except Exception as exc:  # noqa: BLE001 - one frame's odometry must not cost its depth
                 error = self._odometry_failed(exc)
         t2 = time.perf_counter()
-        return FrameResult(depth, K_net, float(scale), odometry, 1e3 * (t1 - t0), 1e3 * (t2 - t1), error)
+        return FrameResult(depth, K_net, float(scale), odometry, 1e3 * (t1 - t0), 1e3 * (t2 - t1), error,
+                           self.describe_scale(), self.status(), self.warnings())
 
     def _worker(self) -> ThreadPoolExecutor:
         """The thread that runs the depth network in parallel mode (made on first use)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="sa4depth-depth")
         return self._pool
+
+    def close(self) -> None:
+        """End the parallel mode's thread (waiting for a depth pass it runs). A later parallel
+        frame starts a new one, so closing is safe at any point between frames."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def __enter__(self) -> PerceptionPipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _odometry_failed(self, exc: Exception) -> str:
         """Count a failed odometry stage and restart from the current pose; the reason."""

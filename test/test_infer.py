@@ -2,6 +2,7 @@
 per-frame perception pipeline (one depth pass, base-frame odometry, covariances, lost tracking)."""
 import copy
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
@@ -103,6 +104,28 @@ def test_fixed_scale_multiplies_network_depth_once_per_frame(untrained, frames):
     np.testing.assert_allclose(results[2].depth, 2.5 * reference[0, 0].numpy(), rtol=1e-5)
     np.testing.assert_allclose(results[2].K, K_net)
     assert results[2].scale == 2.5 and results[2].depth.dtype == np.float32
+
+
+def test_a_frame_carries_the_pipelines_state_and_closing_ends_its_thread(untrained, frames):
+    images, K = frames
+    before = set(threading.enumerate())
+    with PerceptionPipeline(untrained, CPU, PipelineOptions(height=64, width=128, parallel=True)) as pipe:
+        first = pipe.process(images[0], K, 0.0)
+        # what the node publishes beside the frame, read from the frame alone
+        assert (first.scale_state, first.status, first.warnings) == (pipe.describe_scale(), pipe.status(),
+                                                                     pipe.warnings())
+        assert any("relative" in w for w in first.warnings) and any("PoseNet only" in w for w in first.warnings)
+        second = pipe.process(images[1], K, 0.1)
+        assert (first.status["steps_posenet"], second.status["steps_posenet"]) == (0, 1)
+        depth_threads = [t for t in set(threading.enumerate()) - before if t.name.startswith("sa4depth-depth")]
+        assert depth_threads and all(t.is_alive() for t in depth_threads)
+        pipe.close()
+        assert not any(t.is_alive() for t in depth_threads)
+        third = pipe.process(images[2], K, 0.2)  # a closed pipeline still runs, in a new thread
+        assert third.odometry.tracking == Tracking.POSENET
+        depth_threads = [t for t in set(threading.enumerate()) - before if t.name.startswith("sa4depth-depth")]
+        assert depth_threads
+    assert not any(t.is_alive() for t in depth_threads)
 
 
 def _scripted(pipe, steps):
