@@ -8,7 +8,9 @@ definition; lens distortion removed with OpenCV; the CameraInfo of a pinhole ima
   kept per camera) or refuses it. Undistortion keeps K and leaves R out, so the pinhole image
   stays in the camera's own frame (the image's frame_id).
 - Every array is checked before any of it is used (`check_camera_info`): non-finite numbers,
-  wrong lengths, a P that is no projection or a region outside the sensor refuse the message.
+  wrong lengths, a P that is no projection or a region outside the sensor refuse the message; the
+  intrinsics an image ends up with must be a camera's for its size (the core's
+  `input_checks.check_intrinsics`), and OpenCV refusing a lens refuses the frame (InputError).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from sensor_msgs.msg import CameraInfo
 
 from sa4depth_core.errors import InputError
 from sa4depth_core.geometry import scale_intrinsics
+from sa4depth_core.input_checks import check_intrinsics, check_pinhole
 
 
 def _frame(msg) -> str:
@@ -35,12 +38,7 @@ def camera_info_to_K(msg) -> np.ndarray:
         raise InputError(f"CameraInfo K must have 9 values, got {k.size} ({_frame(msg)})")
     if not np.any(k):
         raise InputError(f"CameraInfo K is all zeros: camera not calibrated ({_frame(msg)})")
-    K = k.reshape(3, 3)
-    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], (0.0, 0.0, 1.0)):
-        raise InputError(
-            f"CameraInfo K {K.tolist()} is not a pinhole matrix (needs fx, fy > 0 and last row 0 0 1; {_frame(msg)})"
-        )
-    return K
+    return check_pinhole(k.reshape(3, 3), f"CameraInfo K ({_frame(msg)})")
 
 
 # distortion_model -> accepted lengths of D (an empty D means "no distortion given"). OpenCV
@@ -135,27 +133,29 @@ def check_camera_info(msg) -> np.ndarray:
     return K
 
 
-def _sensor_matrix(msg, K: np.ndarray, rectified: bool) -> np.ndarray:
-    """(3,3) full-sensor intrinsics of the image kind: P's for rectified images (K's when P is all
-    zero and there is no distortion), K's for raw ones."""
+def _sensor_matrix(msg, K: np.ndarray, rectified: bool) -> tuple[np.ndarray, str]:
+    """(3,3) full-sensor intrinsics of the image kind and the field they come from: P's for
+    rectified images (K's when P is all zero and there is no distortion), K's for raw ones."""
     if not rectified:
-        return K
+        return K, "K"
     P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
     if np.any(P):
-        return P[:, :3].copy()
+        return P[:, :3].copy(), "P"
     if np.any(np.asarray(msg.d, dtype=np.float64)):
         raise InputError(f"rectified_images is true but CameraInfo P is all zero and D is not: are these raw "
                          f"images? Set rectified_images false ({_frame(msg)})")
-    return K
+    return K, "K"
 
 
 def frame_intrinsics(info, image_hw: tuple[int, int], fallback: np.ndarray, rectified: bool = True) -> np.ndarray:
     """(3,3) intrinsics of an image of size `image_hw` (H, W): from the CameraInfo paired with it
     (P for a rectified image, K for a raw one; binning and region applied), fully checked and
     checked to be for that size, or `fallback` (the nodes' intrinsics parameter) when `info` is
-    None. Raises InputError before any work is done on a frame that could not be published whole."""
+    None; either way intrinsics a camera can have for that size (check_intrinsics). Raises
+    InputError before any work is done on a frame that could not be published whole."""
+    height, width = image_hw
     if info is None:
-        return fallback
+        return check_intrinsics(fallback, width, height, "the intrinsics parameter")
     K = check_camera_info(info)
     size = image_size(info)
     if size != (image_hw[1], image_hw[0]):
@@ -169,10 +169,11 @@ def frame_intrinsics(info, image_hw: tuple[int, int], fallback: np.ndarray, rect
                          f"full-frame rectified images ({_frame(info)})")
     x, y, _, _ = _window(info)
     bx, by = _binning(info)
-    shifted = _sensor_matrix(info, K, rectified)
+    shifted, field = _sensor_matrix(info, K, rectified)
     shifted[0, 2] -= x
     shifted[1, 2] -= y
-    return scale_intrinsics(shifted, 1.0 / bx, 1.0 / by)
+    return check_intrinsics(scale_intrinsics(shifted, 1.0 / bx, 1.0 / by), width, height,
+                            f"CameraInfo {field} ({_frame(info)}; binning and roi applied)")
 
 
 def distortion_note(msg, rectified: bool = True) -> str:
@@ -187,10 +188,16 @@ def distortion_note(msg, rectified: bool = True) -> str:
 
 def undistortion_maps(K: np.ndarray, model: str, D: np.ndarray, size: tuple[int, int]) -> tuple:
     """OpenCV remap tables (two (h, w) float32 arrays) turning a `size` (w, h) image with lens
-    distortion (model, D) and intrinsics K (3,3) into a pinhole image with the same K."""
-    if model == "equidistant":
-        return cv2.fisheye.initUndistortRectifyMap(K, D, np.eye(3), K, size, cv2.CV_32FC1)
-    return cv2.initUndistortRectifyMap(K, D, None, K, size, cv2.CV_32FC1)
+    distortion (model, D) and intrinsics K (3,3) into a pinhole image with the same K; InputError
+    when OpenCV refuses the lens (e.g. "newCameraMatrix*R is singular"): the CameraInfo, not the
+    node, is at fault, so the frame is rejected rather than failed."""
+    try:
+        if model == "equidistant":
+            return cv2.fisheye.initUndistortRectifyMap(K, D, np.eye(3), K, size, cv2.CV_32FC1)
+        return cv2.initUndistortRectifyMap(K, D, None, K, size, cv2.CV_32FC1)
+    except cv2.error as exc:
+        raise InputError(f"OpenCV cannot undo {model} distortion D {np.asarray(D).tolist()} with K "
+                         f"{np.asarray(K).tolist()}: {str(exc).strip().splitlines()[-1]}") from None
 
 
 class PinholeFrames:

@@ -2,15 +2,18 @@
 
 A `ParamTable` declares its parameters on a node (with descriptors carrying the range and the
 read-only flag), types and checks start-up and live values the same way (a rejected live value
-comes back to the caller with the reason), and is what the launch/config tests check the YAML and
-launch files against. `PERCEPTION` is perception_node's table, `TRAINER` trainer_node's (its own
-parameters plus every sa4depth_core.online.OnlineOptions field under the same name). Names
-follow common ROS 2 VO/depth nodes (odom_frame, base_frame, publish_tf, ...).
+comes back to the caller with the reason), checks the combination by its rules (a value that is
+fine alone but not beside the others, e.g. a base frame named like the odom frame), and is what the
+launch/config tests check the YAML and launch files against. `PERCEPTION` is perception_node's
+table, `TRAINER` trainer_node's (its own parameters plus every sa4depth_core.online.OnlineOptions
+field under the same name). Names follow common ROS 2 VO/depth nodes (odom_frame, base_frame,
+publish_tf, ...).
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
@@ -56,12 +59,53 @@ def _network_side(axis: str) -> Callable:
     return check
 
 
+# A frame id the node sends: parts of letters, digits, _ . - joined by single slashes (a namespace
+# prefix, robot1/base_link). tf2 itself takes almost any string, but a space, a colon or a
+# newline garbles tf2's YAML frame listing (which the TF lookup reads) and the tools that print it.
+FRAME_ID = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")
+
+
 def _frame_name(optional: bool) -> Callable:
     def check(v):
         if not v:
             return None if optional else "must not be empty"
-        return f"'{v}' must not start with '/' (tf2 frame ids have no leading slash)" if v.startswith("/") else None
+        if v.startswith("/"):
+            return f"'{v}' must not start with '/' (tf2 frame ids have no leading slash)"
+        if not FRAME_ID.fullmatch(v):
+            return (f"{v!r} is not a frame id: letters, digits and the characters _ . - only, in parts joined by "
+                    "single '/'")
+        return None
     return check
+
+
+def frames_problem(odom: str, base: str, camera: str, publish_camera_tf: bool) -> str | None:
+    """Why frames named so would close a loop through the node's own transforms, or None.
+
+    The node publishes odom -> base (publish_tf), base -> camera (publish_camera_tf) and reads the
+    camera's mounting as the camera in base; `camera` is the camera frame (camera_frame, or the
+    image's frame_id; '' = not known yet). A camera that is the base is fine (odometry of the
+    camera itself) unless its mounting on itself would be published.
+    """
+    if base == odom:
+        return f"base_frame '{base}' is the odom_frame: the node would publish {odom} -> {odom}"
+    if camera == odom:
+        return (f"the camera frame '{camera}' is the odom_frame: the camera's mounting would be read from the "
+                f"node's own odometry ({odom} -> {base})")
+    if camera == base and publish_camera_tf:
+        return f"the camera frame '{camera}' is the base_frame: publish_camera_tf would publish {base} -> {base}"
+    return None
+
+
+def _frames_loop_free(values: dict) -> str | None:
+    return frames_problem(values["odom_frame"], values["base_frame"], values["camera_frame"],
+                          values["publish_camera_tf"])
+
+
+def _camera_height_given(values: dict) -> str | None:
+    if values["scale_mode"] == "camera_height" and not values["camera_height"]:
+        return ("scale_mode camera_height needs the camera_height parameter: the camera's height above the ground "
+                "in metres (there is no default: a guessed height gives wrong metres)")
+    return None
 
 
 def _checkpoint(v) -> str | None:
@@ -177,11 +221,13 @@ class ParamSpec:
 
 
 class ParamTable:
-    """The parameters of one node: declared, typed and checked by one path."""
+    """The parameters of one node: declared, typed and checked by one path. `rules` check the
+    combination: each takes {name: checked value} of every parameter and returns a reason or None."""
 
-    def __init__(self, specs):
+    def __init__(self, specs, rules=()):
         self.specs = tuple(specs)
         self.by_name = {spec.name: spec for spec in self.specs}
+        self.rules = tuple(rules)
 
     def check_value(self, name: str, value):
         """Checked, typed value of parameter `name`; InputError with the reason if unusable.
@@ -196,8 +242,14 @@ class ParamTable:
         return value
 
     def checked(self, values: dict) -> dict:
-        """{name: checked value} of every parameter, the default where `values` has none."""
-        return {spec.name: self.check_value(spec.name, values.get(spec.name, spec.default)) for spec in self.specs}
+        """{name: checked value} of every parameter, the default where `values` has none; InputError
+        with the reason when a value, or the combination (the rules), is unusable."""
+        checked = {spec.name: self.check_value(spec.name, values.get(spec.name, spec.default)) for spec in self.specs}
+        for rule in self.rules:
+            reason = rule(checked)
+            if reason:
+                raise InputError(reason)
+        return checked
 
     def changed(self, current: dict, parameters) -> dict:
         """`current` with the rclpy Parameters of a live change applied, each checked."""
@@ -298,7 +350,7 @@ SPECS = (
               "answers failure (the stuck load is abandoned)", bounds=(1.0, 3600.0)),
     DIAGNOSTICS_PERIOD,
 )
-PERCEPTION = ParamTable(SPECS)
+PERCEPTION = ParamTable(SPECS, rules=(_camera_height_given, _frames_loop_free))
 BY_NAME = PERCEPTION.by_name
 
 # trainer_node: its own parameters, then every OnlineOptions field (same name, same meaning).
@@ -409,9 +461,6 @@ class Settings:
         for key in ("base_to_camera", "intrinsics"):
             checked[key] = tuple(checked[key])
         settings = cls(**checked)
-        if settings.scale_mode == "camera_height" and not settings.camera_height:
-            raise InputError("scale_mode camera_height needs the camera_height parameter: the camera's height above "
-                             "the ground in metres (there is no default: a guessed height gives wrong metres)")
         settings.pipeline_options().check()
         return settings
 

@@ -1,26 +1,38 @@
 """(4,4) rigid transforms -> geometry_msgs Pose and TransformStamped: the one conversion every pose
 the nodes publish (odom, path, TF) goes through. The way back (a Pose or Transform read from TF or
-~/set_pose) is sa4depth_core.data.bag_ground_truth.pose_matrix, which bags use."""
+~/set_pose) is sa4depth_core.data.bag_ground_truth.pose_matrix, which bags use; a
+PoseWithCovariance coming in is read, and checked as a pose and a covariance, by
+`pose_with_covariance`."""
 from __future__ import annotations
 
 import numpy as np
 from geometry_msgs.msg import Pose, TransformStamped
 from transforms3d.quaternions import mat2quat
 
-from sa4depth_core.errors import InputError
+from sa4depth_core.data.bag_ground_truth import pose_matrix
+from sa4depth_core.input_checks import check_covariance, check_rigid_transform
 
 
 def rigid_parts(T, what: str = "pose") -> tuple[tuple, tuple]:
     """((x, y, z), (qx, qy, qz, qw)) of a (4,4) rigid transform; InputError naming `what` when
-    it is not finite or its rotation block is not a rotation."""
-    T = np.asarray(T, dtype=np.float64)
-    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-        raise InputError(f"{what} must be a finite (4, 4) matrix, got shape {T.shape}")
-    R = T[:3, :3]
-    if not np.allclose(R.T @ R, np.eye(3), atol=1e-4) or np.linalg.det(R) <= 0:
-        raise InputError(f"{what} has a rotation block that is not a rotation: {R.tolist()}")
-    w, x, y, z = mat2quat(R)
+    it is not one (sa4depth_core.input_checks.check_rigid_transform)."""
+    T = check_rigid_transform(T, what)
+    w, x, y, z = mat2quat(T[:3, :3])
     return tuple(float(v) for v in T[:3, 3]), (float(x), float(y), float(z), float(w))
+
+
+def pose_with_covariance(msg, what: str = "pose") -> tuple[np.ndarray, np.ndarray]:
+    """The pose and covariance of a geometry_msgs/PoseWithCovariance, both checked: a finite pose
+    (any non-zero quaternion, normalised) and a covariance that is one (the core's
+    check_covariance: finite, bounded, symmetric, positive semi-definite); InputError naming `what`
+    and the reason otherwise.
+
+    Returns:
+        (4, 4) float64 pose; (6, 6) float64 covariance of x, y, z, rotation about x, y, z.
+    """
+    pose = check_rigid_transform(pose_matrix(msg.pose.position, msg.pose.orientation), what)
+    return pose, check_covariance(np.reshape(np.asarray(msg.covariance, dtype=np.float64), (6, 6)),
+                                  f"{what} covariance")
 
 
 def pose_msg(T: np.ndarray) -> Pose:

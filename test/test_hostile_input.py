@@ -1,7 +1,8 @@
 """Hostile input against a running perception_node over real topics (issue 18): degenerate frames,
 faults raised inside a frame's stages, broken CameraInfo, mis-binned frames, absurd parameters and
-checkpoints, reloads that never finish; and (in the fixture's teardown) a prompt clean exit on
-SIGINT with the frame counts logged.
+checkpoints, reloads that never finish; (issue 27) set_pose covariances that are no covariance,
+frame names that would loop TF, intrinsics no camera has; and (in the fixture's teardown) a prompt
+clean exit on SIGINT with the frame counts logged.
 
 The node runs a 192x64 network (at 128x64 the untrained model's solve does not go singular on a
 fence). It is wrapped with fault injection that only hostile frames reach: a frame of grey 99 makes
@@ -16,14 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from geometry_msgs.msg import PoseWithCovarianceStamped
 from std_msgs.msg import Header
 
 from sa4depth_core.checkpoint import save_checkpoint
 from sa4depth_core.config import Config
 from sa4depth_core.data.pose_io import load_kitti_poses
+from sa4depth_core.errors import InputError
 from sa4depth_core.infer import load_model
 from sa4depth_ros.camera_info import K_to_camera_info
 from sa4depth_ros.image_codec import rgb_to_msg
+from sa4depth_ros.params import PERCEPTION, Settings
+from sa4depth_ros.qos import reliable_qos
 from sa4depth_ros.stamps import stamp_msg
 from test_perception_node import REPO, TIMEOUT, running_node
 
@@ -100,12 +105,12 @@ def finite_odometry(msg) -> bool:
     return all(map(math.isfinite, numbers + list(msg.pose.covariance) + list(msg.twist.covariance)))
 
 
-def send_and_wait_handled(node, rgb=None, info=None, reason=""):
+def send_and_wait_handled(node, rgb=None, info=None, reason="", frame_id="camera_optical"):
     """Send a frame (with `info` instead of the node's CameraInfo) and wait until the node's
     diagnostics name `reason` as the last problem; returns the frame's stamp."""
     node.t += 0.1
     stamp = stamp_msg(node.t)
-    header = Header(stamp=stamp, frame_id="camera_optical")
+    header = Header(stamp=stamp, frame_id=frame_id)
     rgb = node.images[0] if rgb is None else rgb
     info = info if info is not None else K_to_camera_info(node.K, 128, 64, header)
     info.header = header
@@ -230,6 +235,132 @@ def test_frames_binned_to_another_size_publish_nothing_and_do_not_grow_the_traje
     assert len(load_kitti_poses(kitti)) == 4
 
 
+def _set_pose(node, covariance: np.ndarray) -> None:
+    """Publish a ~/set_pose at (1, 2, 0) with `covariance` (6,6) and wait until the node has
+    handled it, accepted or not."""
+    c = node.client
+    before = node.diagnostics(lambda d: True)
+    pub = c.node.create_publisher(PoseWithCovarianceStamped, "/perception_node/set_pose", reliable_qos(5))
+    try:
+        assert c.wait_for(lambda: pub.get_subscription_count() > 0, TIMEOUT), "nothing subscribes to ~/set_pose"
+        request = PoseWithCovarianceStamped()
+        request.header.frame_id = "odom"
+        request.pose.pose.position.x, request.pose.pose.position.y = 1.0, 2.0
+        request.pose.pose.orientation.w = 1.0
+        request.pose.covariance = np.asarray(covariance, dtype=np.float64).reshape(36).tolist()
+        pub.publish(request)
+        handled = node.diagnostics(lambda d: d["odom_origin"].startswith("set_pose at")
+                                   or d["last_problem"] != before["last_problem"])
+        assert handled is not None, node.output()
+    finally:
+        c.node.destroy_publisher(pub)
+
+
+def test_a_set_pose_covariance_that_is_no_covariance_is_refused_and_odometry_goes_on(node):
+    c = node.client
+    off_diagonal = np.zeros((6, 6))
+    off_diagonal[0, 1] = off_diagonal[1, 0] = 1e308  # finite, symmetric, zero variances: no covariance
+    for covariance, reason in [(1e308 * np.eye(6), "variance"), (off_diagonal, "correlation")]:
+        assert c.trigger("reset")[0]
+        assert node.diagnostics(lambda d: d["odom_origin"] == "~/reset") is not None
+        node.frame()
+        _set_pose(node, covariance)
+        # the issue: accepted, then no frame got odometry ("non-finite ... not published") until ~/reset
+        stamps = [node.frame()[0] for _ in range(5)]
+        odoms = [c.with_stamp("odom", s, TIMEOUT) for s in stamps]
+        assert all(o is not None and finite_odometry(o) for o in odoms), \
+            f"{sum(o is None for o in odoms)} of 5 frames got no odometry:\n{node.output()}"
+        d = node.diagnostics(lambda d: "set_pose ignored" in d["last_problem"] and reason in d["last_problem"])
+        assert d is not None and d["odom_origin"] == "~/reset", node.output()  # the pose was left as it was
+        assert [line for line in node.log.read_text().splitlines()
+                if "WARN" in line and "set_pose ignored" in line and reason in line], node.output()
+
+
+def test_frame_names_that_would_loop_tf_are_refused_live(node):
+    c = node.client
+    for values, reason in [({"base_frame": "odom"}, "odom_frame"), ({"camera_frame": "odom"}, "odom_frame"),
+                           ({"odom_frame": "base_link"}, "base_frame"), ({"base_frame": ""}, "empty"),
+                           ({"base_frame": "base link"}, "character"), ({"camera_frame": "cam//era"}, "'cam//era'"),
+                           ({"odom_frame": "odom\n"}, "character")]:
+        ok, why = c.set_parameters(**values)[0]
+        assert not ok and reason in why, (values, why)
+    # a camera that is the base is fine (odometry of the camera itself), unless its mounting on
+    # itself is to be published
+    assert c.set_parameters(publish_camera_tf=True) == [(True, "")]
+    try:
+        ok, why = c.set_parameters(camera_frame="base_link")[0]
+        assert not ok and "publish_camera_tf" in why, why
+    finally:
+        assert c.set_parameters(publish_camera_tf=False) == [(True, "")]
+    assert c.set_parameters(camera_frame="base_link") == [(True, "")]
+    try:
+        ok, why = c.set_parameters(publish_camera_tf=True)[0]
+        assert not ok and "publish_camera_tf" in why, why
+    finally:
+        assert c.set_parameters(camera_frame="") == [(True, "")]
+    stamp, depth = node.frame()
+    odom = c.with_stamp("odom", stamp, TIMEOUT)
+    assert odom is not None and (odom.header.frame_id, odom.child_frame_id) == ("odom", "base_link")
+    assert depth.header.frame_id == "camera_optical"
+
+
+@pytest.mark.parametrize("values, reason", [
+    ({"base_frame": "odom"}, "base_frame 'odom' is the odom_frame"),
+    ({"odom_frame": "base_link"}, "base_frame 'base_link' is the odom_frame"),
+    ({"camera_frame": "odom"}, "camera frame 'odom' is the odom_frame"),
+    ({"camera_frame": "base_link", "publish_camera_tf": True},
+     "publish_camera_tf would publish base_link -> base_link"),
+    ({"odom_frame": ""}, "must not be empty"),
+    ({"base_frame": "base link"}, "is not a frame id"),
+    ({"camera_frame": "cam:left"}, "is not a frame id"),
+    ({"camera_frame": "robot1/"}, "is not a frame id"),
+])
+def test_the_parameter_table_refuses_frames_that_would_loop_tf(values, reason):
+    with pytest.raises(InputError, match=reason):
+        PERCEPTION.checked(values)
+
+
+def test_the_parameter_table_takes_a_camera_that_is_the_base_and_namespaced_frames():
+    assert Settings.from_values({"base_frame": "camera_optical", "camera_frame": "camera_optical"}).base_frame
+    assert Settings.from_values({"odom_frame": "robot1/odom", "base_frame": "robot1/base_link",
+                                 "camera_frame": "robot1/cam-0.optical", "publish_camera_tf": True})
+
+def test_an_image_in_the_odom_frame_is_rejected(node):
+    """With camera_frame empty the image's frame_id names the camera: 'odom' would take the
+    camera's mounting from the node's own odometry."""
+    c = node.client
+    rejected = int(node.diagnostics(lambda d: True)["frames_rejected"])
+    stamp = send_and_wait_handled(node, reason="odom_frame", frame_id="odom")
+    assert c.with_stamp("depth/image", stamp, 0) is None and c.with_stamp("odom", stamp, 0) is None
+    assert node.diagnostics(lambda d: int(d["frames_rejected"]) > rejected) is not None
+    node.frame()
+
+
+def test_camera_info_with_focal_lengths_no_camera_has_is_rejected_not_failed(node):
+    c = node.client
+    K = node.K.copy()
+    K[0, 0] = K[1, 1] = 1e-300
+    rectified = K_to_camera_info(K, 128, 64, Header())
+    raw = K_to_camera_info(K, 128, 64, Header())
+    raw.d = [0.1, 0.01, 0.0, 0.0, 0.0]  # plumb_bob, undone by OpenCV
+    before = node.diagnostics(lambda d: True)
+    # the issue: rectified, points all Inf and odometry LinAlgError; raw, OpenCV's "newCameraMatrix*R
+    # is singular" counted as a failed frame
+    stamps = [send_and_wait_handled(node, info=rectified, reason="CameraInfo P")]
+    assert c.set_parameters(rectified_images=False) == [(True, "")]
+    try:
+        stamps.append(send_and_wait_handled(node, info=raw, reason="CameraInfo K"))
+    finally:
+        assert c.set_parameters(rectified_images=True) == [(True, "")]
+    d = node.diagnostics(lambda d: int(d["frames_rejected"]) >= int(before["frames_rejected"]) + 2)
+    assert d is not None and d["frames_failed"] == before["frames_failed"], (before, d)
+    assert "focal" in d["last_problem"], d["last_problem"]
+    for stamp in stamps:
+        assert not [name for name in ("depth/image", "points", "odom") if c.with_stamp(name, stamp, 0)]
+    stamp, _ = node.frame()
+    assert finite_odometry(c.with_stamp("odom", stamp, TIMEOUT))
+
+
 def _checkpoint(path: Path, height: int, width: int) -> Path:
     cfg = Config()
     cfg.model.height, cfg.model.width = height, width
@@ -298,7 +429,9 @@ def _start_up(tmp_path, *params) -> subprocess.CompletedProcess:
     lambda tmp: [f"checkpoint:={_checkpoint(tmp / 'huge.pt', 2**20, 2**20)}"],
     lambda tmp: ["threads:=100000"],
     lambda tmp: ["input_width:=1000000"],
-], ids=["huge-checkpoint", "threads", "input_width"])
+    lambda tmp: ["base_frame:=odom"],
+    lambda tmp: ["camera_frame:=odom"],
+], ids=["huge-checkpoint", "threads", "input_width", "base-is-odom", "camera-is-odom"])
 def test_unusable_start_up_values_exit_2_with_one_line(ros_domain, tmp_path, make_params):
     done = _start_up(tmp_path, *make_params(tmp_path))
     output = done.stdout + done.stderr

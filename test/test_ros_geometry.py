@@ -1,20 +1,23 @@
 """Geometry of the ROS layer without DDS: lens undistortion against OpenCV's own projection, the
-pose <-> message conversions, the TF fallback's chains, and the odom origin ~/set_pose gives."""
+pose <-> message conversions, the TF fallback's chains, the odom origin ~/set_pose gives, and
+(issue 27) what the core's input checks refuse there: a ~/set_pose covariance that is no
+covariance, intrinsics no camera has, a lens OpenCV cannot undo."""
 import math
 
 import cv2
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import TransformStamped
+from geometry_msgs.msg import PoseWithCovariance, TransformStamped
 from sensor_msgs.msg import CameraInfo
+from std_msgs.msg import Header
 from transforms3d.euler import euler2mat
 
 from sa4depth_core.data.bag_ground_truth import pose_matrix
 from sa4depth_core.errors import InputError
-from sa4depth_ros.camera_info import PinholeFrames, undistortion_maps
+from sa4depth_ros.camera_info import K_to_camera_info, PinholeFrames, frame_intrinsics, undistortion_maps
 from sa4depth_core.pipeline import OdomOrigin
-from sa4depth_ros.pose_msgs import pose_msg, pose_to_transform_stamped
+from sa4depth_ros.pose_msgs import pose_msg, pose_to_transform_stamped, pose_with_covariance
 from sa4depth_ros.tf_lookup import TransformListenerFallback
 from sa4depth_ros.tf_out import TFMessage
 
@@ -149,3 +152,48 @@ def test_a_set_pose_origin_carries_the_odometry_and_both_uncertainties():
         shifted[:3, 3] += e[:3]
         samples.append((shifted @ step)[:3, 3])
     np.testing.assert_allclose(np.cov(np.array(samples).T), cov[:3, :3], atol=2e-5)
+
+
+def _pose_with_covariance(covariance, xyz=(1.0, 2.0, 0.0)) -> PoseWithCovariance:
+    msg = PoseWithCovariance()
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = xyz
+    msg.pose.orientation.z = msg.pose.orientation.w = 2.0  # any non-zero quaternion: normalised
+    msg.covariance = np.asarray(covariance, dtype=np.float64).reshape(36).tolist()
+    return msg
+
+
+def test_a_pose_with_covariance_is_read_checked_as_a_pose_and_a_covariance():
+    covariance = np.diag([0.04, 0.04, 0.01, 0.001, 0.001, 0.0025])
+    pose, cov = pose_with_covariance(_pose_with_covariance(covariance))
+    np.testing.assert_allclose(pose, _pose([1.0, 2.0, 0.0], [0.0, 0.0, math.pi / 2]), atol=1e-12)
+    np.testing.assert_array_equal(cov, covariance)
+    off_diagonal = np.zeros((6, 6))
+    off_diagonal[0, 1] = off_diagonal[1, 0] = 1e308
+    for bad, reason in [(1e308 * np.eye(6), "variance 1e\\+308 of x"), (off_diagonal, "correlation beyond"),
+                        (-np.eye(6), "variance -1 of x")]:
+        with pytest.raises(InputError, match=f"set_pose covariance.*{reason}"):
+            pose_with_covariance(_pose_with_covariance(bad), "set_pose")
+    with pytest.raises(InputError, match="set_pose is not finite"):
+        pose_with_covariance(_pose_with_covariance(np.eye(6), (math.inf, 0.0, 0.0)), "set_pose")
+
+
+def test_intrinsics_no_camera_has_are_rejected_where_frames_get_theirs():
+    tiny = K.copy()
+    tiny[0, 0] = tiny[1, 1] = 1e-300
+    info = K_to_camera_info(tiny, *SIZE, Header(frame_id="cam"))
+    with pytest.raises(InputError, match="CameraInfo P .*frame_id 'cam'.*focal length fx 1e-300"):
+        frame_intrinsics(info, SIZE[::-1], None, rectified=True)
+    info.d = [0.1, 0.01, 0.0, 0.0, 0.0]
+    with pytest.raises(InputError, match="CameraInfo K .*focal length fx 1e-300"):
+        PinholeFrames(rectified=False, undistort=True)(np.zeros((SIZE[1], SIZE[0], 3), np.uint8), info, None)
+    # the intrinsics parameter is checked against each image's size, as CameraInfo is
+    with pytest.raises(InputError, match="intrinsics parameter.*fx 1e-300"):
+        frame_intrinsics(None, SIZE[::-1], tiny)
+    np.testing.assert_array_equal(frame_intrinsics(None, SIZE[::-1], K), K)
+
+
+def test_a_lens_opencv_refuses_is_bad_input_not_a_failure():
+    tiny = K.copy()
+    tiny[0, 0] = tiny[1, 1] = 1e-300
+    with pytest.raises(InputError, match="OpenCV cannot undo plumb_bob distortion.*singular"):
+        undistortion_maps(tiny, "plumb_bob", np.array([0.1, 0.01, 0.0, 0.0, 0.0]), SIZE)
