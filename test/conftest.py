@@ -114,3 +114,51 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    """A model with random weights at 64x128 (seeded), its features not trained."""
+    import torch
+    from sa4depth_core.config import load_config
+    from sa4depth_core.infer import load_model
+
+    torch.manual_seed(0)
+    return load_model(None, torch.device("cpu"), load_config(None, ["model.height=64", "model.width=128"]))
+
+
+@pytest.fixture(scope="module")
+def refining(untrained):
+    """The untrained model with its features declared trained, so the refinement runs (the
+    mechanisms under test do not depend on what the weights learned)."""
+    import dataclasses
+
+    return dataclasses.replace(untrained, features_trained=True)
+
+
+@pytest.fixture(scope="module")
+def frames(synth_root):
+    """(images [(64,128,3) uint8], K (3,3)) of every frame of synth_root's sequence 00."""
+    from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
+
+    seq = KittiOdometrySequence(synth_root, "00")
+    return [seq.image(i) for i in range(len(seq))], seq.intrinsics()
+
+
+@pytest.fixture
+def small_pipeline():
+    """make(loaded, **options): a PerceptionPipeline on the CPU at 64x128 with those
+    PipelineOptions; every one made is closed after the test."""
+    import torch
+    from sa4depth_core.pipeline import PerceptionPipeline
+    from sa4depth_core.pipeline_options import PipelineOptions
+
+    made = []
+
+    def make(loaded, **options):
+        made.append(PerceptionPipeline(loaded, torch.device("cpu"), PipelineOptions(height=64, width=128, **options)))
+        return made[-1]
+
+    yield make
+    for pipe in made:
+        pipe.close()

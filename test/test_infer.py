@@ -1,7 +1,6 @@
 """Streaming inference core: device choice, checked model loading, scale from camera height, and the
 per-frame perception pipeline (one depth pass, base-frame odometry, covariances, lost tracking)."""
 import copy
-import dataclasses
 import threading
 
 import numpy as np
@@ -10,11 +9,10 @@ import torch
 
 from sa4depth_core.checkpoint import save_checkpoint
 from sa4depth_core.config import Config
-from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.pose_io import load_kitti_poses, load_tum_poses
 from sa4depth_core.errors import CheckpointError, InputError
 from sa4depth_core.geometry import se3_adjoint, se3_exp
-from sa4depth_core.infer import DepthPredictor, load_checked_model, load_model, select_device, smoke_test
+from sa4depth_core.infer import DepthPredictor, load_checked_model, select_device, smoke_test
 from sa4depth_core.odometry import OdometryStep, Tracking
 from sa4depth_core.pipeline import PerceptionPipeline
 from sa4depth_core.pipeline_options import PipelineOptions, pose_from_xyz_rpy
@@ -23,29 +21,6 @@ from sa4depth_core.scale import ScaleEstimator
 
 CPU = torch.device("cpu")
 OPTICAL = pose_from_xyz_rpy([0, 0, 0, -np.pi / 2, 0, -np.pi / 2])
-
-
-@pytest.fixture(scope="module")
-def untrained():
-    torch.manual_seed(0)
-    return load_model(None, CPU)
-
-
-@pytest.fixture(scope="module")
-def refining(untrained):
-    """The untrained model with its features declared trained, so the refinement runs (the
-    mechanism under test does not depend on what the weights learned)."""
-    return dataclasses.replace(untrained, features_trained=True)
-
-
-@pytest.fixture(scope="module")
-def frames(synth_root):
-    seq = KittiOdometrySequence(synth_root, "00")
-    return [seq.image(i) for i in range(6)], seq.intrinsics()
-
-
-def _pipeline(loaded, **kw):
-    return PerceptionPipeline(loaded, CPU, PipelineOptions(height=64, width=128, **kw))
 
 
 def _road_depth(height_above_road, pitch_down, K, shape, wall=None):
@@ -89,9 +64,9 @@ def test_camera_height_scale_from_flat_road():
     assert "waiting" in fresh.describe() and not fresh.ready
 
 
-def test_fixed_scale_multiplies_network_depth_once_per_frame(untrained, frames):
+def test_fixed_scale_multiplies_network_depth_once_per_frame(untrained, frames, small_pipeline):
     images, K = frames
-    pipe = _pipeline(untrained, scale_mode="fixed", scale_factor=2.5)
+    pipe = small_pipeline(untrained, scale_mode="fixed", scale_factor=2.5)
     calls = []
     original = untrained.model.disparities
     untrained.model.disparities = lambda x: calls.append(1) or original(x)
@@ -139,9 +114,9 @@ def _scripted(pipe, steps):
     pipe.estimator.finish = finish
 
 
-def test_base_odometry_with_optical_extrinsic(untrained, frames):
+def test_base_odometry_with_optical_extrinsic(untrained, frames, small_pipeline):
     images, K = frames
-    pipe = _pipeline(untrained, base_from_camera=OPTICAL, min_variance=1e-12)
+    pipe = small_pipeline(untrained, base_from_camera=OPTICAL, min_variance=1e-12)
     forward = np.eye(4)
     forward[2, 3] = 0.5  # the camera moves 0.5 along its optical axis per frame
     cov = np.diag([1e-4, 2e-4, 3e-4, 0, 0, 0])
@@ -177,11 +152,11 @@ def test_adjoint_moves_twists_between_frames():
 
 
 @pytest.mark.parametrize("on_failure", ["hold", "posenet"])
-def test_failed_refinement_inflates_covariance_and_recovers(refining, frames, on_failure):
+def test_failed_refinement_inflates_covariance_and_recovers(refining, frames, on_failure, small_pipeline):
     untrained = refining
     images, K = frames
     # random features wander far from PoseNet's pose: only an unbounded trust region accepts them
-    pipe = _pipeline(untrained, on_failure=on_failure, trust=TrustRegion(180.0, 1e6))
+    pipe = small_pipeline(untrained, on_failure=on_failure, trust=TrustRegion(180.0, 1e6))
     first = pipe.process(images[0], K, 0.0).odometry
     ok = pipe.process(images[1], K, 0.1).odometry
     assert first.tracking == "init" and ok.tracking == "ok"
@@ -206,9 +181,9 @@ def test_failed_refinement_inflates_covariance_and_recovers(refining, frames, on
     assert np.diag(back.twist_covariance).max() < 1.0 < np.diag(lost.twist_covariance).min()
 
 
-def test_reset_resize_and_trajectory_files(untrained, frames, tmp_path):
+def test_reset_resize_and_trajectory_files(untrained, frames, tmp_path, small_pipeline):
     images, K = frames
-    pipe = _pipeline(untrained)
+    pipe = small_pipeline(untrained)
     with pytest.raises(InputError, match="no trajectory"):
         pipe.save_trajectory(tmp_path)
     for i in range(3):

@@ -16,8 +16,6 @@ from sa4depth_core.infer import load_model
 from sa4depth_core.model import SA4DepthModel
 from sa4depth_core.networks.monodepth2_io import save_monodepth2_folder
 from sa4depth_core.odometry import LOST_VARIANCE, Tracking
-from sa4depth_core.pipeline import PerceptionPipeline
-from sa4depth_core.pipeline_options import PipelineOptions
 from sa4depth_core.refine import TrustRegion
 from sa4depth_core.train.trainer import Trainer
 
@@ -26,32 +24,9 @@ SMALL = ["model.height=64", "model.width=128"]
 LOOSE = TrustRegion(max_rotation_deg=180.0, max_translation=1e6)  # random features wander far
 
 
-@pytest.fixture(scope="module")
-def untrained():
-    torch.manual_seed(0)
-    return load_model(None, CPU, load_config(None, SMALL))
-
-
-@pytest.fixture(scope="module")
-def refining(untrained):
-    """Untrained weights declared trained: the refinement runs (the mechanisms under test do not
-    depend on what the weights learned)."""
-    return dataclasses.replace(untrained, features_trained=True)
-
-
-@pytest.fixture(scope="module")
-def frames(synth_root):
-    seq = KittiOdometrySequence(synth_root, "00")
-    return [seq.image(i) for i in range(len(seq))], seq.intrinsics()
-
-
-def _pipeline(loaded, **kw):
-    return PerceptionPipeline(loaded, CPU, PipelineOptions(height=64, width=128, **kw))
-
-
-def test_untrained_features_give_posenet_only_odometry_and_say_so(untrained, frames):
+def test_untrained_features_give_posenet_only_odometry_and_say_so(untrained, frames, small_pipeline):
     images, K = frames
-    pipe = _pipeline(untrained)
+    pipe = small_pipeline(untrained)
     called = []
     original = untrained.model.refiner.forward
     untrained.model.refiner.forward = lambda *a, **k: called.append(1) or original(*a, **k)
@@ -93,10 +68,10 @@ def test_which_weights_count_as_trained_features(untrained, tmp_path):
     assert loaded.trained and not loaded.features_trained
 
 
-def test_a_rejected_refinement_falls_back_to_posenet_with_lost_variance(refining, frames):
+def test_a_rejected_refinement_falls_back_to_posenet_with_lost_variance(refining, frames, small_pipeline):
     images, K = frames
     tiny = TrustRegion(max_rotation_deg=1e-9, max_translation=1e-12)  # no solve can stay inside
-    pipe = _pipeline(refining, on_failure="posenet", trust=tiny)
+    pipe = small_pipeline(refining, on_failure="posenet", trust=tiny)
     first = pipe.process(images[0], K, 0.0).odometry
     second = pipe.process(images[1], K, 0.1).odometry
     assert first.tracking == Tracking.INIT and second.tracking == Tracking.FALLBACK
@@ -113,11 +88,11 @@ def test_a_rejected_refinement_falls_back_to_posenet_with_lost_variance(refining
     assert pipe.process(images[2], K, 0.2).odometry.tracking == Tracking.REFINED
 
 
-def test_a_singular_frame_does_not_stop_odometry_for_the_next_ones(refining, frames):
+def test_a_singular_frame_does_not_stop_odometry_for_the_next_ones(refining, frames, small_pipeline):
     """A fence: the refinement's H is singular (texture along one axis only) although the solve
     went through. Every later frame must still get depth and odometry."""
     images, K = frames
-    pipe = _pipeline(refining, trust=LOOSE)
+    pipe = small_pipeline(refining, trust=LOOSE)
     refiner = refining.model.refiner
     original = refiner.forward
     calls = []
@@ -143,13 +118,13 @@ def test_a_singular_frame_does_not_stop_odometry_for_the_next_ones(refining, fra
     assert [r.odometry.tracking for r in outs[2:]] == [Tracking.REFINED] * 6
 
 
-def test_striped_frames_among_real_ones_all_get_depth_and_odometry(refining, frames):
+def test_striped_frames_among_real_ones_all_get_depth_and_odometry(refining, frames, small_pipeline):
     images, K = frames
     stripes = np.zeros_like(images[0])
     stripes[:, ::8] = 255
     stripes[:, 1::8] = 255
     sequence = [images[0], stripes, stripes] + images[1:10]
-    pipe = _pipeline(refining, on_failure="posenet")
+    pipe = small_pipeline(refining, on_failure="posenet")
     results = [pipe.process(img, K, 0.1 * i) for i, img in enumerate(sequence)]
     for r in results:
         assert np.isfinite(r.depth).any() and r.odometry is not None and r.odometry_error == ""
@@ -159,9 +134,9 @@ def test_striped_frames_among_real_ones_all_get_depth_and_odometry(refining, fra
     assert s["steps_refined"] + s["steps_fallback"] + s["steps_lost"] == len(sequence) - 1
 
 
-def test_an_odometry_failure_keeps_the_frames_depth_and_restarts_from_the_pose(refining, frames):
+def test_an_odometry_failure_keeps_the_frames_depth_and_restarts_from_the_pose(refining, frames, small_pipeline):
     images, K = frames
-    pipe = _pipeline(refining, trust=LOOSE)
+    pipe = small_pipeline(refining, trust=LOOSE)
     for i in range(3):
         last = pipe.process(images[i], K, 0.1 * i).odometry
     def broken(*args):
@@ -178,9 +153,9 @@ def test_an_odometry_failure_keeps_the_frames_depth_and_restarts_from_the_pose(r
     assert pipe.status()["odometry_stage_errors"] == 1
 
 
-def test_the_first_covariance_is_not_zero_and_covariances_stay_finite(untrained, frames):
+def test_the_first_covariance_is_not_zero_and_covariances_stay_finite(untrained, frames, small_pipeline):
     images, K = frames
-    pipe = _pipeline(untrained, scale_mode="fixed", scale_factor=1e6)
+    pipe = small_pipeline(untrained, scale_mode="fixed", scale_factor=1e6)
     first = pipe.process(images[0], K, 0.0).odometry
     assert np.diag(first.pose_covariance).min() > 0
     for i in range(1, 4):
@@ -272,11 +247,11 @@ def test_the_online_learner_can_fit_only_the_refiner(synth_root, tmp_path, one_t
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_the_pipeline_runs_and_hot_swaps_on_a_backend(refining, frames, backend):
+def test_the_pipeline_runs_and_hot_swaps_on_a_backend(refining, frames, backend, small_pipeline):
     pytest.importorskip(backend)
     images, K = frames
-    reference = _pipeline(refining, trust=LOOSE)
-    pipe = _pipeline(refining, trust=LOOSE, backend=backend)
+    reference = small_pipeline(refining, trust=LOOSE)
+    pipe = small_pipeline(refining, trust=LOOSE, backend=backend)
     assert pipe.status()["inference_backend"].startswith(f"{backend} fp32")
     for i in range(3):
         a, b = reference.process(images[i], K, 0.1 * i), pipe.process(images[i], K, 0.1 * i)
@@ -289,7 +264,7 @@ def test_the_pipeline_runs_and_hot_swaps_on_a_backend(refining, frames, backend)
     assert pipe.process(images[3], K, 0.3).odometry.tracking == Tracking.INIT
 
 
-def test_a_lighter_solve_at_inference_shares_the_trained_damping(refining, frames):
+def test_a_lighter_solve_at_inference_shares_the_trained_damping(refining, frames, small_pipeline):
     images, K = frames
     refiner = refining.model.refiner
     light = refiner.with_budget(iterations=1, max_points=64)
@@ -298,7 +273,7 @@ def test_a_lighter_solve_at_inference_shares_the_trained_damping(refining, frame
     assert refiner.with_budget() is refiner
     with pytest.raises(InputError, match="3 levels"):
         refiner.with_budget(iterations=[1, 2])
-    pipe = _pipeline(refining, trust=LOOSE, refine_iterations=1, refine_max_points=64)
+    pipe = small_pipeline(refining, trust=LOOSE, refine_iterations=1, refine_max_points=64)
     calls = []
     original = light.__class__._refine_level
 
@@ -314,12 +289,12 @@ def test_a_lighter_solve_at_inference_shares_the_trained_damping(refining, frame
         light.__class__._refine_level = original
     assert [n for _, n in calls] == [64, 64, 64]
     with pytest.raises(InputError, match="refine_iterations"):
-        _pipeline(refining, refine_iterations=-1)
+        small_pipeline(refining, refine_iterations=-1)
 
 
-def test_depth_beside_pose_and_features_gives_the_same_frames(refining, frames):
+def test_depth_beside_pose_and_features_gives_the_same_frames(refining, frames, small_pipeline):
     images, K = frames
-    serial, parallel = _pipeline(refining, trust=LOOSE), _pipeline(refining, trust=LOOSE, parallel=True)
+    serial, parallel = small_pipeline(refining, trust=LOOSE), small_pipeline(refining, trust=LOOSE, parallel=True)
     for i in range(4):
         a, b = serial.process(images[i], K, 0.1 * i), parallel.process(images[i], K, 0.1 * i)
         np.testing.assert_array_equal(a.depth, b.depth)
@@ -361,9 +336,9 @@ def test_a_cyclic_transform_tree_is_looked_up_without_hanging():
     assert tree.lookup("elsewhere", "cam") is None
 
 
-def test_a_reset_to_a_pose_carries_the_odometry_from_there(untrained, frames):
+def test_a_reset_to_a_pose_carries_the_odometry_from_there(untrained, frames, small_pipeline):
     images, K = frames
-    pipe = _pipeline(untrained)
+    pipe = small_pipeline(untrained)
     origin = np.eye(4)
     origin[:3, 3] = [2.0, -1.0, 0.5]
     pipe.reset(origin, np.diag([1e-2] * 6))
