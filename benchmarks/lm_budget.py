@@ -29,6 +29,7 @@ from sa4depth_core.eval.run_model import run_sequence
 from sa4depth_core.infer import LoadedModel, load_model
 from sa4depth_core.model import SA4DepthModel
 from sa4depth_core.odometry import OdometryEstimator
+from sa4depth_core.pipeline_options import PipelineOptions
 from sa4depth_core.refine import TrustRegion
 from worlds import worlds
 
@@ -41,12 +42,8 @@ def accuracy(loaded: LoadedModel, seqs, iterations: int, points: int) -> dict:
     out = {}
     for root, s in seqs:
         seq = KittiOdometrySequence(root, s)
-        original = loaded.model.refiner
-        loaded.model.refiner = original.with_budget(iterations, points)
-        try:
-            run = run_sequence(loaded, seq, torch.device("cpu"), refine_modes=("refined",))
-        finally:
-            loaded.model.refiner = original
+        budget = PipelineOptions(refine_iterations=iterations, refine_max_points=points)
+        run = run_sequence(loaded, seq, torch.device("cpu"), refine_modes=("refined",), options=budget)
         gt = np.stack([seq.pose(i) for i in range(len(seq))])
         est = run.poses["refined"]
         out[root.name] = {"ate": odometry_errors(gt, est, "7dof")["ate"],
@@ -59,8 +56,8 @@ def lm_ms(height: int, width: int, iterations: int, points: int, repeats: int) -
     cfg = load_config(None, [f"model.height={height}", f"model.width={width}"])
     model = SA4DepthModel(cfg).eval()
     loaded = LoadedModel(model, cfg, "timing", "timing", False, True)
-    est = OdometryEstimator(loaded, torch.device("cpu"), iterations=iterations, max_points=points,
-                            trust=TrustRegion(180.0, 1e9))
+    est = OdometryEstimator(loaded, torch.device("cpu"), PipelineOptions(
+        refine_iterations=iterations, refine_max_points=points, trust=TrustRegion(180.0, 1e9)))
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, height, width, generator=g)
     depth = torch.full((1, 1, height, width), 10.0)
@@ -71,7 +68,7 @@ def lm_ms(height: int, width: int, iterations: int, points: int, repeats: int) -
         T0 = model.relative_pose(x[1:], x[:1], -1)
 
         def solve():
-            est.refiner(depth, Kt, T0, feats[1], feats[0], est.trust)
+            est.refiner(depth, Kt, T0, feats[1], feats[0], est.options.trust)
 
         solve()
         times = []

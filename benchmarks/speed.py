@@ -19,6 +19,7 @@ from common import machine, save_result
 from sa4depth_core.config import load_config
 from sa4depth_core.infer import LoadedModel
 from sa4depth_core.odometry import OdometryEstimator
+from sa4depth_core.pipeline_options import PipelineOptions
 from sa4depth_core.model import SA4DepthModel
 
 
@@ -80,7 +81,7 @@ def main() -> None:
         # untrained weights cost the same time; features_trained lets the estimator refine with them
         loaded = LoadedModel(model, cfg, "bench", "bench", False, True)
         for refine in (False, True):
-            est = OdometryEstimator(loaded, torch.device("cpu"), refine=refine)
+            est = OdometryEstimator(loaded, torch.device("cpu"), PipelineOptions(refine=refine))
             frames = [torch.rand(1, 3, h, w) for _ in range(2)]
             est.step(frames[0], depth, K)
             state = {"i": 0}

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import torch
 
-from .errors import InputError
 from .infer import LoadedModel
-from .refine import TrustRegion
+
+if TYPE_CHECKING:  # pipeline_options imports this module's constants
+    from .pipeline_options import PipelineOptions
 
 
 class Tracking(str, Enum):
@@ -94,49 +96,47 @@ def project_to_rigid(T: torch.Tensor) -> torch.Tensor:
 
 class OdometryEstimator:
     """PoseNet against the previous frame, then (optionally) the LM refinement with the current
-    frame's depth, accepted only inside `trust` and at a lower cost than PoseNet's pose.
+    frame's depth, accepted only inside `options.trust` and at a lower cost than PoseNet's pose.
 
     Depth is not computed here: the caller passes the depth it already computed for the frame,
     so depth, point cloud and odometry share one depth pass.
 
-    refine: use the refinement; it is used only when the model's features were trained
-        (LoadedModel.features_trained), otherwise the odometry is PoseNet-only (`mode` says why).
-    on_failure: what a rejected or failed refinement does: "posenet" keeps PoseNet's motion
-        (FALLBACK), "hold" keeps the previous pose (LOST). Either way the step's covariance is
-        LOST_VARIANCE * I. The reference advances to the current frame whatever the outcome, so
-        tracking recovers by itself.
+    options: the pipeline's settings (pipeline_options.PipelineOptions, checked), read at each
+        step, so the estimator has no defaults of its own to drift from the node's. Of them:
+        refine uses the refinement only when the model's features were trained
+        (LoadedModel.features_trained), otherwise the odometry is PoseNet-only (`mode` says why);
+        on_failure is what a rejected or failed refinement does: "posenet" keeps PoseNet's motion
+        (FALLBACK), "hold" keeps the previous pose (LOST), either way with covariance
+        LOST_VARIANCE * I, and the reference advances to the current frame whatever the outcome,
+        so tracking recovers by itself; trust is the region a refined motion must stay in;
+        refine_iterations and refine_max_points are the solver's budget per level (0 = the
+        model's), fixed when the estimator is built.
     min_valid_fraction: fewer valid points at the finest level reject the refinement.
     nets: what runs PoseNet and the feature network (backends.make_networks; None: the model in
         torch); the LM solver is the model's refiner in torch either way.
-    iterations, max_points: the solver's budget per level at inference (0 = the model's).
     """
 
-    def __init__(self, loaded: LoadedModel, device: torch.device, refine: bool = True,
-                 min_valid_fraction: float = 0.2, on_failure: str = "posenet",
-                 trust: TrustRegion | None = None, nets=None, iterations: int = 0, max_points: int = 0):
-        if on_failure not in ON_FAILURE:
-            raise InputError(f"on_failure '{on_failure}' is not one of {', '.join(ON_FAILURE)}")
+    def __init__(self, loaded: LoadedModel, device: torch.device, options: PipelineOptions, nets=None,
+                 min_valid_fraction: float = 0.2):
         self.model, self.device = loaded.model, device
         self.nets = loaded.model if nets is None else nets
-        self.refiner = loaded.model.refiner.with_budget(iterations, max_points)
+        self.options = options
+        self.refiner = loaded.model.refiner.with_budget(options.refine_iterations, options.refine_max_points)
         self.features_trained = loaded.features_trained
-        self.refine = refine
         self.min_valid_fraction = min_valid_fraction
-        self.on_failure = on_failure
-        self.trust = trust or TrustRegion()
         self._prev = None
 
     @property
     def refining(self) -> bool:
         """Whether steps try the refinement (asked for and the features were trained)."""
-        return self.refine and self.features_trained
+        return self.options.refine and self.features_trained
 
     @property
     def mode(self) -> str:
         """The odometry in use, in words."""
         if self.refining:
             return "refined (PoseNet + LM on trained features)"
-        if not self.refine:
+        if not self.options.refine:
             return "PoseNet only (refinement switched off)"
         return "PoseNet only (the model's features were never trained: fit them with sa4depth-train --train refiner)"
 
@@ -191,7 +191,7 @@ class OdometryEstimator:
             return self._finish(frame.posenet[0], POSENET_VARIANCE, Tracking.POSENET, float("nan"), float("nan"), "")
         Kt = torch.as_tensor(K, dtype=torch.float32, device=self.device)[None]
         T0, result = self.model.pose_step(frame.x, frame.prev_x, -1, depth, Kt, frame.feats, frame.prev_feats,
-                                          trust=self.trust, refiner=self.refiner, posenet=frame.posenet)
+                                          trust=self.options.trust, refiner=self.refiner, posenet=frame.posenet)
         stats, acceptance = result.level_stats[-1], result.acceptance
         cost, valid = float(stats.cost[0]), float(stats.valid_fraction[0])
         reason = acceptance.reason(0)
@@ -200,7 +200,7 @@ class OdometryEstimator:
         if not reason:
             cov = result.covariance()[0].double() * max(cost, 1e-12)
             return self._finish(result.pose[0], cov, Tracking.REFINED, cost, valid, "")
-        if self.on_failure == "hold":
+        if self.options.on_failure == "hold":
             return OdometryStep(eye, LOST_VARIANCE * torch.eye(6, dtype=torch.float64), Tracking.LOST, cost, valid,
                                 reason)
         return self._finish(T0[0], LOST_VARIANCE, Tracking.FALLBACK, cost, valid, reason)

@@ -14,6 +14,9 @@ the base frame at the first frame after a reset, so
 
 A frame whose odometry stage fails (any exception) still gets its depth: the failure is reported
 in FrameResult.odometry_error and the next frame restarts odometry from the current pose.
+
+This is the one per-frame odometry path: the node runs it, and so do evaluation
+(eval.run_model.run_sequence) and the benchmarks, with the same PipelineOptions defaults.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from .backends import make_networks
 from .data.pose_io import save_kitti_poses, save_tum_poses
 from .errors import InputError
 from .geometry import invert_transform, se3_adjoint, so3_log
-from .infer import DepthPredictor, LoadedModel
+from .infer import DepthPredictor, LoadedModel, network_size
 from .odometry import LOST_VARIANCE, OdometryEstimator, Tracking
 from .pipeline_options import PipelineOptions
 from .scale import ScaleEstimator
@@ -136,14 +139,20 @@ class PerceptionPipeline:
 
     Not thread-safe: a node serialises `process`, `reset`, `configure` and `set_model`. In
     parallel mode it owns a thread: `close()` it, or use it as a context manager.
+
+    nets: networks already built for `loaded` at the options' network size
+        (backends.make_networks), so several pipelines over one model share one set (evaluation
+        runs one per odometry mode); None builds them from the options' backend, precision and
+        threads. Either way a later change of those settings or of the model builds anew.
     """
 
-    def __init__(self, loaded: LoadedModel, device: torch.device, options: PipelineOptions | None = None):
+    def __init__(self, loaded: LoadedModel, device: torch.device, options: PipelineOptions | None = None,
+                 nets=None):
         self.device = device
         self.options = options or PipelineOptions()
         self.options.check()
         self.loaded = loaded
-        self._build_networks()
+        self._build_networks(nets)
         self._build_scale()
         self._build_odometry()
         self._trajectory = _Trajectory()
@@ -154,11 +163,17 @@ class PerceptionPipeline:
         self._reset_odometry_state(torch.eye(4, dtype=_F64))
 
     # -- construction -------------------------------------------------------------------------
-    def _build_networks(self) -> None:
-        """The inference networks at the network size, and the depth predictor running them."""
+    def _build_networks(self, nets=None) -> None:
+        """The inference networks at the network size (`nets` when given and built for this model
+        and size), and the depth predictor running them."""
         o = self.options
-        self.nets, self.backend = make_networks(self.loaded, o.backend, o.precision, self.device, o.height, o.width,
-                                                o.threads)
+        if nets is None:
+            nets, _ = make_networks(self.loaded, o.backend, o.precision, self.device, o.height, o.width, o.threads)
+        elif nets.model_id != self.loaded.model_id or (nets.height, nets.width) != network_size(
+                self.loaded, o.height, o.width):
+            raise InputError(f"the given networks ({nets!r}) were not built for model {self.loaded.model_id} at "
+                             f"the network size {network_size(self.loaded, o.height, o.width)}")
+        self.nets, self.backend = nets, nets.description
         self.predictor = DepthPredictor(self.loaded, self.device, o.height, o.width, nets=self.nets)
 
     def _build_scale(self) -> None:
@@ -166,10 +181,7 @@ class PerceptionPipeline:
         self.scale = ScaleEstimator(o.scale_mode, o.scale_factor, o.camera_height)
 
     def _build_odometry(self) -> None:
-        o = self.options
-        self.estimator = OdometryEstimator(self.loaded, self.device, refine=o.refine, on_failure=o.on_failure,
-                                           trust=o.trust, nets=self.nets, iterations=o.refine_iterations,
-                                           max_points=o.refine_max_points)
+        self.estimator = OdometryEstimator(self.loaded, self.device, self.options, nets=self.nets)
 
     def _reset_odometry_state(self, camera_pose: torch.Tensor) -> None:
         self._camera_pose = camera_pose  # T_cam0_cam (4,4), output units
@@ -218,9 +230,7 @@ class PerceptionPipeline:
             self._build_scale()
         if (old.refine_iterations, old.refine_max_points) != (options.refine_iterations, options.refine_max_points):
             self._build_odometry()  # the next frame starts a new reference; the trajectory goes on
-        self.estimator.refine = options.refine
-        self.estimator.on_failure = options.on_failure
-        self.estimator.trust = options.trust
+        self.estimator.options = options
         if options.odometry and not old.odometry:
             self.estimator.restart_reference()
             self._prev_stamp = None

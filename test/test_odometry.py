@@ -12,10 +12,13 @@ from sa4depth_core.config import load_config
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.sequence import TripletDataset
 from sa4depth_core.errors import CheckpointError, InputError
+from sa4depth_core.eval.run_model import run_sequence
 from sa4depth_core.infer import load_model
 from sa4depth_core.model import SA4DepthModel
 from sa4depth_core.networks.monodepth2_io import save_monodepth2_folder
 from sa4depth_core.odometry import LOST_VARIANCE, Tracking
+from sa4depth_core.pipeline import PerceptionPipeline
+from sa4depth_core.pipeline_options import PipelineOptions
 from sa4depth_core.refine import TrustRegion
 from sa4depth_core.train.trainer import Trainer
 
@@ -39,6 +42,28 @@ def test_untrained_features_give_posenet_only_odometry_and_say_so(untrained, fra
     assert "never trained" in pipe.status()["odometry_mode"]
     assert any("PoseNet only" in w for w in pipe.warnings())
     assert pipe.status()["steps_posenet"] == 2 and pipe.status()["steps_refined"] == 0
+
+
+def test_evaluation_scores_the_nodes_odometry(refining, synth_root):
+    """sa4depth-eval and the benchmarks run each frame through the node's pipeline with its
+    defaults: same depth, poses and tracking, and a rejected refinement holds the pose there as
+    on the robot instead of taking PoseNet's motion."""
+    seq = KittiOdometrySequence(synth_root, "00")
+    run = run_sequence(refining, seq, CPU)
+    node = {}
+    for mode, refine in (("posenet", False), ("refined", True)):
+        with PerceptionPipeline(refining, CPU, PipelineOptions(refine=refine)) as pipe:
+            node[mode] = [pipe.process(seq.image(i), seq.intrinsics(), seq.timestamp(i)) for i in range(len(seq))]
+        np.testing.assert_array_equal(run.poses[mode], [r.odometry.camera_pose for r in node[mode]])
+    np.testing.assert_array_equal(np.stack(run.depths), [r.depth for r in node["refined"]])
+    assert run.tracking == [r.odometry.tracking for r in node["refined"]]
+    held = [i for i, t in enumerate(run.tracking) if t == Tracking.LOST]
+    assert held, "random features inside the default trust region: some refinements must be rejected"
+    for i in held:
+        np.testing.assert_array_equal(run.poses["refined"][i], run.poses["refined"][i - 1])
+    assert run.acceptance == pytest.approx(1 - len(held) / (len(seq) - 1))
+    with pytest.raises(InputError, match="not built for"):  # shared networks must fit the pipeline's size
+        PerceptionPipeline(refining, CPU, PipelineOptions(width=64), nets=pipe.nets)
 
 
 def test_which_weights_count_as_trained_features(untrained, tmp_path):

@@ -1,29 +1,35 @@
-"""Run a model over a frame sequence the way the robot would: one depth pass per frame, then
-PoseNet-only and refined frame-to-frame odometry from the same depth.
+"""Run a model over a frame sequence the way the robot does: every frame through a
+PerceptionPipeline (the node's per-frame path, with the node's odometry defaults), one pipeline
+per odometry mode ("posenet": refinement off; "refined": the node's default).
 
 A model whose features were never trained gets no refined trajectory: refining with random
 features would be reported as the method's result."""
 from __future__ import annotations
 
+import dataclasses
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..data.sequence import FrameSequence
-from ..infer import DepthPredictor, LoadedModel
-from ..odometry import OdometryEstimator, Tracking
+from ..infer import LoadedModel
+from ..odometry import Tracking
+from ..pipeline import PerceptionPipeline
+from ..pipeline_options import PipelineOptions
 
 
 @dataclass
 class SequenceRun:
     """Per-frame outputs for one sequence.
 
-    depths: list of (h,w) network depth maps; poses: {"posenet": (N,4,4), "refined": (N,4,4)}
-    camera-to-first-frame trajectories in network units ("refined" only when the model's
-    features were trained); tracking: per frame Tracking of the refined estimator;
+    depths: list of (h,w) network depth maps (NaN where invalid); poses: {"posenet": (N,4,4),
+    "refined": (N,4,4)} camera-to-first-frame trajectories in network units ("refined" only when
+    the model's features were trained); tracking: per frame Tracking of the refined pipeline;
     acceptance: fraction of the refined steps (after the first frame) whose refinement was
-    accepted; ms_depth / ms_odometry: mean wall time per frame.
+    accepted; ms_depth: mean wall time per frame of the depth stage; ms_odometry: per mode, that
+    of the odometry stage.
     """
 
     name: str
@@ -36,40 +42,51 @@ class SequenceRun:
 
 
 def run_sequence(loaded: LoadedModel, seq: FrameSequence, device: torch.device, frames: range | None = None,
-                 odometry: bool = True, refine_modes=("posenet", "refined"), nets=None) -> SequenceRun:
+                 odometry: bool = True, refine_modes=("posenet", "refined"), nets=None,
+                 options: PipelineOptions | None = None) -> SequenceRun:
     """Depth for every frame in `frames` (default: all) and trajectories for each refine mode
-    ("refined" is skipped for a model without trained features). nets: the inference networks
-    (backends.make_networks; None: the model in torch fp32)."""
-    import time
+    ("refined" is skipped for a model without trained features).
 
+    nets: the inference networks (backends.make_networks; None: the options' backend, by
+    default the model in torch fp32), shared by the pipelines. options: the pipelines' settings
+    (default PipelineOptions(): the node's odometry defaults, network units); each mode
+    overrides only `odometry` and `refine`.
+    """
     frames = frames if frames is not None else range(len(seq))
-    predictor = DepthPredictor(loaded, device, nets=nets)
+    base = options or PipelineOptions()
     modes = [m for m in refine_modes if m != "refined" or loaded.features_trained] if odometry else []
-    estimators = {m: OdometryEstimator(loaded, device, refine=(m == "refined"), nets=predictor.nets) for m in modes}
-    poses = {m: torch.eye(4, dtype=torch.float64) for m in modes}
+    settings = {m: dataclasses.replace(base, odometry=True, refine=m == "refined") for m in modes} or {
+        "depth only": dataclasses.replace(base, odometry=False)}
     K0 = seq.intrinsics()
     run = SequenceRun(seq.name)
-    traj = {m: [] for m in estimators}
-    t_depth, t_odo = 0.0, {m: 0.0 for m in estimators}
-    for i in frames:
-        rgb = seq.image(i)
-        t0 = time.perf_counter()
-        depth, K, x = predictor(rgb, K0)
-        t_depth += time.perf_counter() - t0
-        run.depths.append(depth[0, 0].cpu().numpy())
-        for mode, est in estimators.items():
-            t0 = time.perf_counter()
-            step = est.step(x, depth, K)
-            t_odo[mode] += time.perf_counter() - t0
-            poses[mode] = poses[mode] @ step.relative
-            traj[mode].append(poses[mode].numpy())
-            if mode == "refined":
-                run.tracking.append(step.tracking)
+    traj = {m: [] for m in modes}
+    ms_depth, ms_odo = [], {m: 0.0 for m in modes}
+    with ExitStack() as stack:
+        pipes = {}
+        for mode, o in settings.items():
+            pipes[mode] = stack.enter_context(PerceptionPipeline(loaded, device, o, nets=nets))
+            nets = pipes[mode].nets  # built once, for every mode
+        for i in frames:
+            rgb, stamp = seq.image(i), seq.timestamp(i)
+            for n, (mode, pipe) in enumerate(pipes.items()):
+                result = pipe.process(rgb, K0, stamp)
+                ms_depth.append(result.ms_depth)
+                if n == 0:
+                    run.depths.append(result.depth)
+                if mode not in traj:
+                    continue
+                if result.odometry is None:
+                    # the node publishes no pose for such a frame: a gap here would score poses against the wrong frames
+                    raise RuntimeError(f"{seq.name} frame {i}: {mode} odometry failed: {result.odometry_error}")
+                ms_odo[mode] += result.ms_odometry
+                traj[mode].append(result.odometry.camera_pose)
+                if mode == "refined":
+                    run.tracking.append(result.odometry.tracking)
     steps = [t for t in run.tracking if t != Tracking.INIT]
     if steps:
         run.acceptance = sum(t == Tracking.REFINED for t in steps) / len(steps)
     n = max(len(run.depths), 1)
-    run.ms_depth = 1000 * t_depth / n
-    run.ms_odometry = {m: 1000 * t / n for m, t in t_odo.items()}
+    run.ms_depth = float(np.mean(ms_depth)) if ms_depth else 0.0
+    run.ms_odometry = {m: t / n for m, t in ms_odo.items()}
     run.poses = {m: np.stack(p) for m, p in traj.items()}
     return run
