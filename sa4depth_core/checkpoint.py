@@ -166,7 +166,17 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     for key in ("config", "model"):
         if not isinstance(data.get(key), dict):
             raise CheckpointError(f"{path}: checkpoint has no '{key}' section")
+    check_finite_weights(data["model"], path)
     return data
+
+
+def check_finite_weights(weights: dict, source) -> None:
+    """CheckpointError naming `source` and the first tensor of `weights` (a state dict) holding NaN
+    or Inf: such weights come from a diverged run, train to NaN and crashed the backward pass."""
+    for name, tensor in weights.items():
+        if isinstance(tensor, torch.Tensor) and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{source}: tensor {name} holds NaN or Inf values (a diverged run?); "
+                                  "start from other weights")
 
 
 def features_trained(state: dict) -> bool:

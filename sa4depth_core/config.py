@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,7 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
         except (TypeError, ValueError):
             raise InputError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(current, int):
-            if number != int(number):
+            if not math.isfinite(number) or number != int(number):
                 raise InputError(f"{where}: expected an integer, got {value!r}")
             return int(number)
         return number
@@ -202,3 +203,82 @@ def config_from_dict(data: dict) -> Config:
     cfg = Config()
     _apply(cfg, data, "checkpoint config")
     return cfg
+
+
+# Most torch threads or loader worker processes: beyond any machine's cores more only cost memory,
+# and 2**31 overflowed torch's int.
+MAX_THREADS = 1024
+
+
+def _finite_at_least(low: float, strict: bool = False):
+    """Rule (test, what is allowed): a finite number above `low` (strict) or at least `low`."""
+    def test(v) -> bool:
+        return math.isfinite(v) and (v > low if strict else v >= low)
+    return test, f"a finite number {'>' if strict else '>='} {low:g}"
+
+
+def _integer_in(low: int, high: float = math.inf):
+    """Rule (test, what is allowed): an integer from `low` to `high`."""
+    def test(v) -> bool:
+        return low <= v <= high
+    return test, f"an integer >= {low}" if high == math.inf else f"an integer from {low} to {high}"
+
+
+def _one_of(*choices: str):
+    """Rule (test, what is allowed): one of the `choices`."""
+    def test(v) -> bool:
+        return v in choices
+    return test, "one of " + ", ".join(choices)
+
+
+# (section.key, (test, what is allowed)) of the settings whose wrong values would otherwise fail
+# only once data is read or steps are taken (or, like a negative rate, never fail at all).
+TRAINING_RULES = (
+    ("model.min_depth", _finite_at_least(0, strict=True)),
+    ("model.max_depth", _finite_at_least(0, strict=True)),
+    ("refine.iterations", _integer_in(1)),
+    ("refine.max_points", _integer_in(0)),
+    ("refine.init_damping", _finite_at_least(0, strict=True)),
+    ("refine.damping", _one_of("learned", "fixed")),
+    ("refine.pose_supervision", _one_of("photometric", "distill", "both")),
+    ("refine.distill_weight", _finite_at_least(0)),
+    ("refine.level_loss_weight", _finite_at_least(0)),
+    ("loss.ssim_alpha", (lambda v: 0 <= v <= 1, "a number from 0 to 1")),
+    ("loss.smoothness", _finite_at_least(0)),
+    ("data.val_fraction", (lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1")),
+    ("data.max_time_gap", _finite_at_least(0)),
+    ("data.workers", _integer_in(0, MAX_THREADS)),
+    ("train.epochs", _integer_in(1)),
+    ("train.max_steps", _integer_in(0)),
+    ("train.max_minutes", _finite_at_least(0)),
+    ("train.batch_size", _integer_in(1)),
+    ("train.lr", _finite_at_least(0, strict=True)),
+    ("train.lr_step_epoch", _integer_in(0)),
+    ("train.damping_lr_factor", _finite_at_least(0, strict=True)),
+    ("train.grad_clip", _finite_at_least(0)),
+    ("train.threads", _integer_in(0, MAX_THREADS)),
+    ("train.log_every", _integer_in(1)),
+    ("train.val_every", _integer_in(1)),
+    ("train.save_every", _integer_in(1)),
+    ("train.keep_checkpoints", _integer_in(1)),
+    ("train.trainable", _one_of(*TRAINABLE)),
+    ("train.logger", _one_of("csv", "tensorboard")),
+)
+
+
+def check_training(cfg: Config) -> None:
+    """InputError naming the first training setting that cannot work, its value and what is
+    allowed; cheap, so that it runs before any data is read or any network is built."""
+    for dotted, (test, allowed) in TRAINING_RULES:
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if not test(value):
+            raise InputError(f"{dotted}={value!r} is not allowed: it must be {allowed}")
+    m = cfg.model
+    if m.max_depth <= m.min_depth:
+        raise InputError(f"model.max_depth={m.max_depth!r} must be above model.min_depth={m.min_depth!r}")
+    from .infer import network_size_problem  # infer imports this module: a top-level import is a cycle
+
+    problem = network_size_problem(m.height, m.width)
+    if problem:
+        raise InputError(f"model.height={m.height}, model.width={m.width}: {problem}")

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from ..config import TRAINABLE, load_config
+from ..config import TRAINABLE, check_training, load_config
 from ..errors import InputError
 from .datasets import build_datasets
 from .trainer import Trainer
@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         cfg = config_from_args(args)
+        check_training(cfg)
         train_set, val_set = build_datasets(cfg)
         trainer = Trainer(cfg, train_set, val_set)
     except (InputError, OSError) as e:

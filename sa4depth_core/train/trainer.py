@@ -14,8 +14,8 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from ..checkpoint import features_trained, load_checkpoint, save_checkpoint
-from ..config import TRAINABLE, Config
+from ..checkpoint import check_finite_weights, features_trained, load_checkpoint, save_checkpoint
+from ..config import Config, check_training
 from ..errors import InputError
 from ..eval.depth_metrics import evaluate_depth
 from ..model import SA4DepthModel
@@ -115,6 +115,9 @@ class Trainer:
         self.cfg, self.train_set, self.val_set = cfg, train_set, val_set
         self.dist, self.device = init_distributed(cfg.train.device)
         self.log = log if self.dist.is_main else (lambda *a, **k: None)
+        if cfg.train.trainable == "refiner":
+            _adopt_init_model(cfg, self.log)
+        check_training(cfg)  # again: callers other than the command line, and the size taken from init
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.train.seed + self.dist.rank)
@@ -122,10 +125,6 @@ class Trainer:
         self.ckpt_dir = self.out_dir / "checkpoints"
         if self.dist.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.train.trainable not in TRAINABLE:
-            raise InputError(f"train.trainable must be one of {', '.join(TRAINABLE)}, got '{cfg.train.trainable}'")
-        if cfg.train.trainable == "refiner":
-            _adopt_init_model(cfg, self.log)
         self.model = SA4DepthModel(cfg).to(self.device)
         self.step, self.epoch, self.best_score, self.parent = 0, 0, math.inf, ""
         self.init_features_trained = False  # the starting weights' flag (checkpoint.features_trained)
@@ -165,6 +164,7 @@ class Trainer:
             self.log(f"resumed from {path} at step {self.step}, epoch {self.epoch}")
         elif t.init and Path(t.init).is_dir():
             self.model.load_monodepth2(load_monodepth2_folder(t.init, self.device, self.cfg.model.num_layers))
+            check_finite_weights(self.model.state_dict(), t.init)  # a project checkpoint's are checked on loading
             self.parent = t.init
             self.log(f"initialised depth and pose networks from the Monodepth2 folder {t.init}")
         elif t.init:
