@@ -168,7 +168,7 @@ class PerceptionPipeline:
         and size), and the depth predictor running them."""
         o = self.options
         if nets is None:
-            nets, _ = make_networks(self.loaded, o.backend, o.precision, self.device, o.height, o.width, o.threads)
+            nets = self.networks_for(self.loaded)
         elif nets.model_id != self.loaded.model_id or (nets.height, nets.width) != network_size(
                 self.loaded, o.height, o.width):
             raise InputError(f"the given networks ({nets!r}) were not built for model {self.loaded.model_id} at "
@@ -235,11 +235,19 @@ class PerceptionPipeline:
             self.estimator.restart_reference()
             self._prev_stamp = None
 
-    def set_model(self, loaded: LoadedModel) -> None:
-        """Swap in another (already checked) model; the trajectory continues from the current
-        pose, matched against frames of the new model only."""
+    def networks_for(self, loaded: LoadedModel):
+        """The inference networks `set_model(loaded, nets)` takes, built at the current settings
+        without touching the pipeline: a caller builds them (seconds: export, compile, parity
+        check) while frames still run, and the swap itself is then instant."""
+        o = self.options
+        return make_networks(loaded, o.backend, o.precision, self.device, o.height, o.width, o.threads)[0]
+
+    def set_model(self, loaded: LoadedModel, nets=None) -> None:
+        """Swap in another (already checked) model, with its networks from `networks_for` (None:
+        build them now); the trajectory continues from the current pose, matched against frames
+        of the new model only."""
         self.loaded = loaded
-        self._build_networks()
+        self._build_networks(nets)
         self._build_odometry()
         self._prev_stamp = None
 

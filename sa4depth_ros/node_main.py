@@ -3,7 +3,9 @@
 cannot start."""
 from __future__ import annotations
 
+import os
 import signal
+import sys
 
 import rclpy
 import torch
@@ -58,4 +60,9 @@ def run_node(make_node, node_name: str, args=None) -> int:
         if node is not None and node.shutdown():
             node.destroy_node()
         rclpy.try_shutdown()
+    if getattr(node, "exit_at_once", False):
+        # a thread is still inside native code that finalisation would abort (ModelLoader.close)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
     return status

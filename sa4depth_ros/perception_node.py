@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -41,7 +42,6 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from sa4depth_core.data.bag_ground_truth import pose_matrix
 from sa4depth_core.errors import CheckpointError, InputError
 from sa4depth_core.infer import LoadedModel, load_checked_model
 from sa4depth_core.odometry import Tracking
@@ -66,7 +66,7 @@ from .diagnostics import (
 from .image_codec import array_to_msg, colorize_depth, decode_rgb, depth_to_msg
 from .input_subscription import INPUT_REFRESH_S, CameraInput
 from .node_main import run_node, torch_device
-from .pose_msgs import pose_msg, pose_to_transform_stamped
+from .pose_msgs import pose_msg, pose_to_transform_stamped, pose_with_covariance
 from .qos import qos_from_string, reliable_qos
 from .ros_env import LARGE_FRAMES_PROFILE, share_file
 from .tf_lookup import TransformLookup
@@ -198,10 +198,25 @@ class ModelLoader:
             raise CheckpointError(f"{name}: cannot be loaded ({type(error).__name__}: {detail})") from error
         return model
 
-    def close(self) -> None:
+    def close(self, timeout: float) -> bool:
+        """Release a waiting caller, end the worker after its load and wait up to `timeout` seconds
+        for loads in progress; True when no thread is left inside one.
+
+        Why wait: a daemon thread still inside torch when the interpreter finalises is ended by
+        pthread_exit, whose forced unwinding through torch's noexcept frames aborts the process
+        (SIGABRT, "terminate called without an active exception": 10 of 16 SIGINT/SIGTERM within
+        0.6 s of a ~/reload_model call)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            workers = [t for t, _ in self._stuck]
+            if self._jobs is not None:
+                self._jobs.put(None)
+                workers.append(self._worker)
+        deadline = time.monotonic() + timeout
+        for worker in workers:
+            worker.join(max(deadline - time.monotonic(), 0.0))
+        return not any(worker.is_alive() for worker in workers)
 
 
 class PerceptionNode(Node):
@@ -218,6 +233,7 @@ class PerceptionNode(Node):
         self._announce_model(loaded)
         self.pipeline = PerceptionPipeline(loaded, self.device, s.pipeline_options())
         self._pipeline_lock = threading.Lock()
+        self._reloading = threading.Lock()
         # what the pipeline was last configured with (worker thread only): settings, extrinsic
         self._applied, self._applied_extrinsic = s, self.pipeline.options.base_from_camera
         self._pinhole = PinholeFrames(s.rectified_images, s.undistort)
@@ -295,19 +311,37 @@ class PerceptionNode(Node):
     # -- lifecycle ------------------------------------------------------------------------------
     def shutdown(self) -> bool:
         """Stop the worker (the frame in progress finishes first), release a reload that waits for
-        a stuck load, and log the frame counts in one line. Returns False when the worker is still
-        inside a frame after 30 s: its publishers are in use, so the node must not be destroyed."""
+        a load and let a load in progress end, and log the frame counts in one line. Returns False
+        when the worker is still inside a frame after 30 s: its publishers are in use, so the node
+        must not be destroyed. `exit_at_once` tells main a load is still running after
+        reload_timeout (ModelLoader.close says why the process must then skip finalisation)."""
         self._stop.set()
         self._slot.close()
-        self._loader.close()
+        self.exit_at_once = not self._loader.close(self.settings.reload_timeout)
+        # a reload past its load builds networks (native code) and swaps them in: let it finish
+        if self._reloading.acquire(timeout=self.settings.reload_timeout):
+            self._reloading.release()
+        else:
+            self.exit_at_once = True
         self._worker.join(timeout=30.0)
-        self.get_logger().info("frame counts at shutdown: " + " ".join(
+        self._say("info", "frame counts at shutdown: " + " ".join(
             f"{key}={value}" for key, value in self.frame_counts().items()))
+        if self.exit_at_once:
+            self._say("warning", f"a model load is still running {self.settings.reload_timeout:g} s after shutdown; "
+                                 "exiting without waiting for it")
         if self._worker.is_alive():
-            self.get_logger().error("the perception worker is still inside a frame 30 s after shutdown; "
-                                    "exiting without destroying the node")
+            self._say("error", "the perception worker is still inside a frame 30 s after shutdown; exiting without "
+                               "destroying the node")
             return False
         return True
+
+    def _say(self, level: str, text: str) -> None:
+        """Log `text`; once the context is shut down (SIGINT), to stderr only: the node's log
+        would also try /rosout, which then fails with a message of its own."""
+        if self.context.ok():
+            getattr(self.get_logger(), level)(text)
+        else:
+            print(f"[{level.upper()}] [{self.get_name()}]: {text}", file=sys.stderr, flush=True)
 
     def frame_counts(self) -> dict:
         """Every frame the node was handed, by fate: received = dropped_stale + rejected + failed +
@@ -366,6 +400,8 @@ class PerceptionNode(Node):
     def _stage_failed(self, stage: str, exc: BaseException | str, counter: str | None = None) -> None:
         """Record a stage's failure: an InputError is a rejected frame (WARN), anything else an error
         of the node (ERROR, with the traceback at debug level)."""
+        if not self.context.ok():  # SIGINT shut the context down under the frame: the shutdown, not a fault
+            return
         if isinstance(exc, InputError):
             text = f"frame rejected: {exc}"
             self.get_logger().warning(text, throttle_duration_sec=LOG_THROTTLE_S)
@@ -387,6 +423,9 @@ class PerceptionNode(Node):
                 self.get_logger().warning(f"input images have an empty frame_id: using '{FALLBACK_FRAME}' "
                                           "(set the camera_frame parameter)")
                 self._warned_frame = True
+        problem = params.frames_problem(s.odom_frame, s.base_frame, frame, s.publish_camera_tf)
+        if problem:  # the image's frame_id (camera_frame empty): the parameters' rule, per frame
+            raise InputError(f"{problem} (the image's frame_id; set camera_frame)")
         return Header(stamp=image.header.stamp, frame_id=frame)
 
     def _pinhole_frames(self, s) -> PinholeFrames:
@@ -598,13 +637,7 @@ class PerceptionNode(Node):
         try:
             if msg.header.frame_id not in ("", s.odom_frame):
                 raise InputError(f"the pose is in frame '{msg.header.frame_id}'; give it in '{s.odom_frame}'")
-            pose = pose_matrix(msg.pose.pose.position, msg.pose.pose.orientation)
-            if not np.isfinite(pose).all():
-                raise InputError(f"its position is not finite: {pose[:3, 3].tolist()}")
-            covariance = np.asarray(msg.pose.covariance, dtype=np.float64).reshape(6, 6)
-            if not np.isfinite(covariance).all() or np.any(np.diag(covariance) < 0):
-                raise InputError(f"its covariance must be finite with a non-negative diagonal, got "
-                                 f"{np.diag(covariance).tolist()} on the diagonal")
+            pose, covariance = pose_with_covariance(msg.pose, "its pose")
         except InputError as exc:
             self._last_problem = f"set_pose ignored: {exc}"
             self.get_logger().warning(self._last_problem)
@@ -628,21 +661,30 @@ class PerceptionNode(Node):
         return response
 
     def _srv_reload(self, request, response):
+        with self._reloading:  # shutdown waits for it: a swap must not meet a destroyed node
+            return self._reload(response)
+
+    def _reload(self, response):
+        """Load and check the model, build its networks while frames still run, then swap them
+        in under the pipeline lock in an instant (building there stopped output for ~2 s)."""
         s = self.settings
         try:
+            if self._stop.is_set():
+                raise InputError("the node is shutting down")
             loaded = self._loader.load(s.checkpoint or None, s.input_height, s.input_width, s.reload_timeout)
+            nets = self.pipeline.networks_for(loaded)
             with self._pipeline_lock:
-                previous = self.pipeline.loaded
+                previous, previous_nets = self.pipeline.loaded, self.pipeline.nets
                 try:
-                    self.pipeline.set_model(loaded)
+                    self.pipeline.set_model(loaded, nets)
                 except Exception:
-                    self.pipeline.set_model(previous)  # never leave a half-swapped pipeline
+                    self.pipeline.set_model(previous, previous_nets)  # never leave a half-swapped pipeline
                     raise
                 self._announce_model(loaded)
         except Exception as exc:  # noqa: BLE001 - InputError with the reason, or anything set_model raised
             reason = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
             response.success, response.message = False, f"kept model {self._model['model_id']}: {reason}"
-            self.get_logger().error(response.message)
+            self._say("info" if self._stop.is_set() else "error", response.message)
             return response
         response.success, response.message = True, (f"now running model {loaded.model_id} from {loaded.source} "
                                                      f"on {self.pipeline.backend}")
