@@ -35,8 +35,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.onnx import _constants as _torch_onnx_constants
 
 from . import __version__
+from .checkpoint import atomic_write_bytes
 from .errors import InputError
 from .infer import LoadedModel, load_model, network_size
 from .networks.depth_decoder import disp_to_depth
@@ -44,6 +46,17 @@ from .networks.depth_decoder import disp_to_depth
 log = logging.getLogger(__name__)
 
 OPSET = 13
+# Oldest opset --opset may ask for: before 9 the exporter cannot write the decoders' upsampling.
+# The newest is torch's (a private constant: the exporter itself fails only deep inside the export).
+MIN_OPSET = 9
+
+
+def opset_problem(opset: int) -> str | None:
+    """Why `opset` cannot be written by this torch, or None."""
+    newest = _torch_onnx_constants.ONNX_MAX_OPSET
+    if not MIN_OPSET <= opset <= newest:
+        return f"--opset {opset} cannot be written: this exporter writes opsets {MIN_OPSET} to {newest}"
+    return None
 
 
 class DepthGraph(nn.Module):
@@ -201,7 +214,7 @@ def write_onnx(loaded: LoadedModel, out_dir: str | Path, height: int = 0, width:
     for name, graph in export_graphs(loaded, h, w, opset).items():
         path = out / f"{name}.onnx"
         doc = f"SA4Depth {name} network, {w}x{h}, model {loaded.model_id}"
-        path.write_bytes(with_metadata(fold_constants(graph), props, doc))
+        atomic_write_bytes(path, with_metadata(fold_constants(graph), props, doc), mode=0o644)  # whole or not at all
         paths[name] = path
     return paths
 
@@ -220,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     from .backends.parity import compare
 
     try:
+        problem = opset_problem(args.opset)
+        if problem:
+            raise InputError(problem)
         loaded = load_model(args.checkpoint, "cpu")
         h, w = network_size(loaded, args.height, args.width)
         t0 = time.perf_counter()
@@ -247,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         report["parity"][description] = diffs
         print(f"parity {description} vs torch fp32 (max abs diff): "
               + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
-    (Path(args.out) / "export.json").write_text(json.dumps(report, indent=2) + "\n")
+    try:
+        atomic_write_bytes(Path(args.out) / "export.json", (json.dumps(report, indent=2) + "\n").encode(), mode=0o644)
+    except OSError as exc:
+        print(f"sa4depth-export: {exc}", file=sys.stderr)
+        return 2
     if not report["parity"]:
         print("sa4depth-export: no ONNX runtime installed, parity not checked (pip install onnxruntime)",
               file=sys.stderr)

@@ -244,3 +244,41 @@ def test_commands_exit_2_with_one_line(trajectories, tmp_path, argv, words):
     assert done.returncode == 2, done.stderr
     err = done.stderr.strip().splitlines()
     assert len(err) == 1 and all(w in err[0] for w in words), done.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# sa4depth-export and sa4depth-synth: the same classes of error
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    cfg = load_config(None, SMALL)
+    path = tmp_path_factory.mktemp("export") / "small.pt"
+    save_checkpoint(path, config=cfg.to_dict(), model=SA4DepthModel(cfg).state_dict())
+    return path
+
+
+@pytest.mark.parametrize("opset", ["7", "99999"])
+def test_export_refuses_an_opset_it_cannot_write_before_exporting(small_checkpoint, tmp_path, capsys, opset):
+    from sa4depth_core import export
+
+    assert export.main(["--checkpoint", str(small_checkpoint), "--out", str(tmp_path / "onnx"), "--opset", opset]) == 2
+    _one_error_line(capsys, "--opset", opset)
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_synth_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from sa4depth_core.data.synth import cli as synth_cli
+
+    real = Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if self.name == "times.txt":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    assert synth_cli.main(["--out", str(tmp_path), "--frames", "2", "--size", "32x64", "--quiet"]) == 2
+    _one_error_line(capsys, "No space left", "times.txt")

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         seq_dir = generate_sequence(args.out, args.seq, args.frames, height, width, args.seed, args.trajectory,
                                     args.kitti_poses, args.start, args.kitti_scale, args.camera_height,
                                     args.max_depth, args.overwrite, progress=not args.quiet)
-    except InputError as exc:
+    except (InputError, OSError) as exc:  # OSError: e.g. a full disk while writing calib.txt or times.txt
         print(f"sa4depth-synth: error: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started
