@@ -14,6 +14,7 @@ from transforms3d.quaternions import mat2quat, quat2mat
 from sa4depth_core.checkpoint import atomic_write_bytes
 from sa4depth_core.data.text_file import read_text
 from sa4depth_core.errors import InputError
+from sa4depth_core.input_checks import check_rigid_transform
 
 # How far R^T R of a KITTI pose may be from the identity: a rotation printed with three decimals
 # is orthonormal to about 1e-3, while zero, scaled or garbage blocks are off by far more (and
@@ -46,17 +47,6 @@ def _number_rows(path: Path, count: int, what: str) -> tuple[np.ndarray, list[in
     return np.array(rows, dtype=np.float64), linenos
 
 
-def _check_rotations(path: Path, rotations: np.ndarray, linenos: list[int]) -> None:
-    """InputError naming the first line whose (3,3) block of `rotations` (N,3,3) is no rotation."""
-    error = np.abs(np.swapaxes(rotations, 1, 2) @ rotations - np.eye(3)).max(axis=(1, 2))
-    det = np.linalg.det(rotations)
-    bad = np.flatnonzero((error > ROTATION_ATOL) | (det <= 0))
-    if bad.size:
-        k = int(bad[0])
-        raise InputError(f"{path}: line {linenos[k]} holds no rotation (R^T R is off the identity by "
-                         f"{error[k]:.3g}, det R = {det[k]:.3g}); a KITTI pose is [R | t], 3x4 row-major")
-
-
 def _save_rows(path: str | Path, rows: np.ndarray, **savetxt_options) -> None:
     """np.savetxt of (N, M) rows to `path`, atomically (OSError on failure, no file left behind)."""
     text = io.StringIO()
@@ -83,7 +73,8 @@ def load_kitti_poses(path: str | Path) -> np.ndarray:
     rows, linenos = _number_rows(Path(path), 12, "KITTI poses")
     poses = np.tile(np.eye(4), (len(rows), 1, 1))
     poses[:, :3, :] = rows.reshape(-1, 3, 4)
-    _check_rotations(Path(path), poses[:, :3, :3], linenos)
+    for pose, lineno in zip(poses, linenos):
+        check_rigid_transform(pose, f"{path}: line {lineno}", atol=ROTATION_ATOL)
     return poses
 
 
