@@ -202,3 +202,8 @@ def test_pose_depth_ratio_detects_half_scale_pose():
     assert res["std_over_mean"] == pytest.approx(0.125 / 0.375)
     with pytest.raises(InputError, match="no usable pair"):
         pose_depth_scale_ratios(pred_rel, gt_rel * 0 + np.eye(4), [1.0, 1.0])
+
+
+def test_ratios_of_an_estimate_that_never_moved_have_no_spread_to_report():
+    stats = ratio_stats([0.0, 0.0, float("nan")])
+    assert stats["mean"] == 0.0 and stats["count"] == 2 and math.isnan(stats["std_over_mean"])

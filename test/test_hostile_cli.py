@@ -230,6 +230,21 @@ def test_train_refuses_init_weights_holding_nan(synth_root, tmp_path, capsys, ki
     assert not (tmp_path / "out" / "best.pt").exists()
 
 
+def test_train_on_a_disk_that_fills_up_is_one_line_and_keeps_no_partial_checkpoint(synth_root, tmp_path, capsys,
+                                                                                     monkeypatch):
+    import sa4depth_core.checkpoint as checkpoint
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full_disk)
+    argv = ["--data-root", str(synth_root), "--sequences", "00", "--out", str(tmp_path / "out"), *SMALL,
+            "train.batch_size=2", "train.max_steps=2", "train.progress=false", "refine.enabled=false"]
+    assert train_cli.main(argv) == 2
+    _one_error_line(capsys, "No space left")
+    assert not list((tmp_path / "out").rglob("*.pt")) and not list((tmp_path / "out").rglob("*.tmp*"))
+
+
 # ------------------------------------------------------------------------------------------------
 # The installed commands as a shell runs them: exit code 2 and one line, no traceback
 

@@ -122,6 +122,18 @@ def test_umeyama_recovers_known_sim3():
     assert s6 == 1.0
 
 
+def test_an_estimate_that_never_moved_scores_the_spread_of_the_ground_truth():
+    # an odometry that rejected every step holds its pose: that is a result, not an error
+    gt = _wiggly_trajectory(20)
+    est = np.tile(np.eye(4), (20, 1, 1))
+    positions = gt[:, :3, 3] - gt[0, :3, 3]
+    spread = math.sqrt(np.mean(np.sum((positions - positions.mean(0)) ** 2, axis=1)))
+    for alignment in ("6dof", "7dof"):
+        assert trajectory_ate(gt, est, alignment) == pytest.approx(spread)
+    R, t, s = umeyama_alignment(np.zeros((5, 3)), np.arange(15.0).reshape(5, 3))
+    assert s == 0.0 and np.allclose(R, np.eye(3)) and np.allclose(t, [6.0, 7.0, 8.0])
+
+
 @pytest.mark.parametrize("alignment", ["7dof", "scale"])
 def test_similarity_transformed_trajectory_aligns_exactly(alignment):
     gt = _wiggly_trajectory()

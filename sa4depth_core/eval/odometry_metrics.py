@@ -71,7 +71,9 @@ def umeyama_alignment(src: np.ndarray, dst: np.ndarray,
     """Least-squares similarity (Umeyama 1991) taking src points onto dst points.
 
     src, dst: (N,3). Returns R (3,3), t (3,), s such that dst ~ s * R @ src + t
-    (s = 1 when with_scale is False).
+    (s = 1 when with_scale is False). Estimated positions that never moved (an odometry that
+    rejected every step) have no rotation or scale to fit: they map onto dst's centroid (R = I,
+    s = 0 with scale), so the error is dst's spread, the best any constant estimate gets.
     """
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
@@ -82,8 +84,8 @@ def umeyama_alignment(src: np.ndarray, dst: np.ndarray,
     src_c, dst_c = src - mu_src, dst - mu_dst
     var_src = np.mean(np.sum(src_c ** 2, axis=1))
     if var_src == 0.0:
-        raise InputError("Umeyama alignment: the estimated positions are all identical, so no "
-                         "rotation or scale can be fitted")
+        s = 0.0 if with_scale else 1.0
+        return np.eye(3), mu_dst - s * mu_src, s
     u, d, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
     # Reflection guard: force det(R) = +1.
     sign = np.ones(3)

@@ -41,7 +41,8 @@ def frame_scale_ratios(gt_depths: Sequence[np.ndarray], preds: Sequence[np.ndarr
 def ratio_stats(ratios: Sequence[float], name: str = "ratios") -> dict:
     """Spread of non-negative scale ratios (N,), NaN entries ignored.
 
-    Returns {mean, std, std_over_mean, median, count}.
+    Returns {mean, std, std_over_mean, median, count}; std_over_mean is NaN when every ratio is
+    0 (an estimate that never moved: a result to report, not an error).
     """
     r = np.asarray(ratios, dtype=np.float64).ravel()
     r = r[~np.isnan(r)]
@@ -50,10 +51,8 @@ def ratio_stats(ratios: Sequence[float], name: str = "ratios") -> dict:
     if not np.all(np.isfinite(r) & (r >= 0)):
         raise InputError(f"{name}: scale ratios must be finite and non-negative")
     mean = float(np.mean(r))
-    if mean == 0.0:
-        raise InputError(f"{name}: all scale ratios are 0 (motionless or zero-depth prediction)")
     std = float(np.std(r))
-    return {"mean": mean, "std": std, "std_over_mean": std / mean,
+    return {"mean": mean, "std": std, "std_over_mean": std / mean if mean > 0 else float("nan"),
             "median": float(np.median(r)), "count": int(r.size)}
 
 

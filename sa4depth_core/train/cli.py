@@ -73,12 +73,9 @@ def main(argv=None) -> int:
                 f"device {trainer.device}; output {cfg.train.out_dir}")
     try:
         val = trainer.fit()
-    except InputError as e:  # e.g. fewer samples than one batch
+    except (InputError, OSError) as e:  # fewer samples than one batch; a full disk (the last good checkpoint is intact)
         print(f"sa4depth-train: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # e.g. disk full while writing a checkpoint: the last good one is intact
-        print(f"sa4depth-train: error: {e}", file=sys.stderr)
-        return 1
     finally:
         trainer.close()
     if val:
