@@ -92,8 +92,9 @@ class FrameResult:
     where invalid. K: (3,3) intrinsics of `depth`. scale: factor applied to network depth.
     odometry: None when odometry is off or its stage failed for this frame (odometry_error then
     says why). ms_depth / ms_odometry: wall time of the two parts. scale_state, status,
-    warnings: the pipeline's describe_scale(), status() and warnings() after this frame, so a
-    caller publishing the frame needs nothing else from the pipeline."""
+    warnings: the pipeline's describe_scale(), status() and warnings() after this frame, and
+    metric whether depth and odometry are in metres (not in network units), so a caller
+    publishing the frame needs nothing else from the pipeline."""
 
     depth: np.ndarray
     K: np.ndarray
@@ -105,6 +106,7 @@ class FrameResult:
     scale_state: str = ""
     status: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    metric: bool = False
 
 
 class _Trajectory:
@@ -320,7 +322,8 @@ class PerceptionPipeline:
                 error = self._odometry_failed(exc)
         t2 = time.perf_counter()
         return FrameResult(depth, K_net, float(scale), odometry, 1e3 * (t1 - t0), 1e3 * (t2 - t1), error,
-                           self.describe_scale(), self.status(), self.warnings())
+                           self.describe_scale(), self.status(), self.warnings(),
+                           self.options.scale_mode != "relative" and self.scale.ready)
 
     def _worker(self) -> ThreadPoolExecutor:
         """The thread that runs the depth network in parallel mode (made on first use)."""
