@@ -14,7 +14,7 @@ import transforms3d.quaternions as tq
 from sa4depth_core.errors import InputError
 from sa4depth_core.eval.cli_odometry import main
 from sa4depth_core.eval.odometry_metrics import (absolute_to_relative, align_trajectories,
-                                                 odometry_errors, relative_to_absolute,
+                                                 odometry_errors, pair_errors, relative_to_absolute,
                                                  segment_drift, snippet_ate, trajectory_ate,
                                                  umeyama_alignment)
 from sa4depth_core.eval.report import format_table, write_json
@@ -35,6 +35,49 @@ def _pose(R=np.eye(3), t=(0.0, 0.0, 0.0)):
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = R, t
     return T
+
+
+def test_pair_errors_hand_computed():
+    # pair 0: 3 deg about y, t 45 deg off and 2*sqrt(2) times longer; pair 1: the ground truth
+    # stands still (no direction, no ratio); pair 2: the estimate stands still (ratio 0, no
+    # direction); pair 3: exact up to a factor 0.5 in scale
+    gt = np.stack([_pose(t=(0, 0, 1)), _pose(), _pose(t=(0, 0, 2)), _pose(t=(1, 0, 0))])
+    est = np.stack([_pose(ta.axangle2mat((0, 1, 0), math.radians(3)), (2, 0, 2)),
+                    _pose(ta.axangle2mat((1, 0, 0), math.radians(1)), (0, 0, 1)),
+                    _pose(), _pose(t=(0.5, 0, 0))])
+    e = pair_errors(gt, est)
+    assert e["rotation_deg"] == pytest.approx([3.0, 1.0, 0.0, 0.0], abs=1e-6)
+    assert e["direction_deg"][0] == pytest.approx(45.0)
+    assert math.isnan(e["direction_deg"][1]) and math.isnan(e["direction_deg"][2])
+    assert e["direction_deg"][3] == pytest.approx(0.0, abs=1e-9)
+    assert e["scale_ratio"][0] == pytest.approx(2 * math.sqrt(2))
+    assert math.isnan(e["scale_ratio"][1])
+    assert e["scale_ratio"][2:] == pytest.approx([0.0, 0.5])
+    assert e["rotation_deg_mean"] == pytest.approx(1.0) and e["rotation_deg_median"] == pytest.approx(0.5)
+    assert e["direction_deg_mean"] == pytest.approx(22.5) and e["direction_deg_median"] == pytest.approx(22.5)
+    ratios = np.array([2 * math.sqrt(2), 0.0, 0.5])
+    assert e["scale_ratio_mean"] == pytest.approx(ratios.mean())
+    assert e["scale_ratio_median"] == pytest.approx(0.5)
+    assert e["scale_ratio_std_over_mean"] == pytest.approx(ratios.std() / ratios.mean())
+    assert (e["num_pairs"], e["num_direction"]) == (4, 2)
+
+
+def test_pair_errors_keeps_small_direction_errors_and_ignores_scale():
+    # 1e-4 deg: arccos of the cosine would round this to 0 in float64
+    angle = math.radians(1e-4)
+    gt = _pose(t=(0, 0, 1))[None]
+    est = _pose(t=(7 * math.sin(angle), 0, 7 * math.cos(angle)))[None]
+    e = pair_errors(gt, est)
+    assert e["direction_deg"][0] == pytest.approx(1e-4, rel=1e-6)
+    assert e["scale_ratio"][0] == pytest.approx(7.0)
+    assert e["scale_ratio_std_over_mean"] == 0.0
+
+
+def test_pair_errors_refuses_mismatched_pairs():
+    with pytest.raises(InputError, match="same pairs"):
+        pair_errors(np.stack([_pose()] * 2), np.stack([_pose()] * 3))
+    with pytest.raises(InputError, match="min_translation"):
+        pair_errors(np.stack([_pose()]), np.stack([_pose()]), min_translation=0.0)
 
 
 def _straight_line(n, step=1.0):

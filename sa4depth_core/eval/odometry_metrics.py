@@ -1,4 +1,5 @@
-"""Trajectory metrics: KITTI devkit drift (t_err / r_err), ATE, RPE and the 5-frame snippet ATE.
+"""Trajectory metrics: KITTI devkit drift (t_err / r_err), ATE, RPE, the 5-frame snippet ATE and
+per-pair rotation / translation-direction / scale errors.
 
 Absolute poses are (N,4,4) float64 camera-to-world. Relative poses follow the network
 convention: rel[t] maps points in frame-t coordinates to frame-(t+1) coordinates, so
@@ -216,6 +217,57 @@ def odometry_errors(gt: np.ndarray, est: np.ndarray, alignment: str = "none",
             "t_err": drift["t_err"], "r_err": drift["r_err"],
             "num_segments": drift["num_segments"], "per_length": drift["per_length"],
             "ate": ate_rmse(gt_rel, est_aligned), "rpe_trans": rpe_trans, "rpe_rot": rpe_rot}
+
+
+def _nan_summary(values: np.ndarray) -> tuple[float, float]:
+    """(mean, median) of the non-NaN entries of a (P,) array; NaN, NaN when there is none."""
+    finite = values[~np.isnan(values)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    return float(np.mean(finite)), float(np.median(finite))
+
+
+def pair_errors(gt_rel: np.ndarray, est_rel: np.ndarray, min_translation: float = 1e-6) -> dict:
+    """Pose error of each frame pair taken apart: rotation, translation direction, scale.
+
+    A mixed translation error cannot tell a refinement that fixes the scale and ruins the
+    direction from one that improves both; these three components can.
+
+    gt_rel, est_rel: (P,4,4) relative poses of the same frame pairs in the same convention (the
+    estimate in any scale). Per pair: rotation_deg, the angle of R_gt^T R_est; direction_deg, the
+    angle between the two translations (NaN where either is shorter than `min_translation`, in
+    each pose's own units: a motionless pose has no direction); scale_ratio, |t_est| / |t_gt|
+    (NaN where |t_gt| < min_translation). Returns those three as (P,) lists plus their NaN-free
+    summaries: rotation_deg_mean / _median, direction_deg_mean / _median, scale_ratio_mean /
+    _median, scale_ratio_std_over_mean (population std; the pose scale's spread, 0 for a constant
+    ratio, NaN when every ratio is 0), num_pairs and num_direction (pairs with a direction).
+    """
+    gt_rel = check_poses(gt_rel, "ground-truth relative poses", min_frames=1)
+    est_rel = check_poses(est_rel, "estimated relative poses", min_frames=1)
+    if gt_rel.shape != est_rel.shape:
+        raise InputError(f"pair errors need relative poses of the same pairs, got {len(gt_rel)} "
+                         f"ground-truth and {len(est_rel)} estimated")
+    if not min_translation > 0:
+        raise InputError(f"min_translation must be positive, got {min_translation}")
+    rotation = np.degrees(rotation_angle(np.swapaxes(gt_rel[:, :3, :3], 1, 2) @ est_rel[:, :3, :3]))
+    t_gt, t_est = gt_rel[:, :3, 3], est_rel[:, :3, 3]
+    n_gt, n_est = np.linalg.norm(t_gt, axis=1), np.linalg.norm(t_est, axis=1)
+    # atan2 of |a x b| and a.b keeps small angles exact, where arccos of the cosine loses them
+    cross = np.linalg.norm(np.cross(t_gt, t_est), axis=1)
+    direction = np.degrees(np.arctan2(cross, np.sum(t_gt * t_est, axis=1)))
+    direction[(n_gt < min_translation) | (n_est < min_translation)] = np.nan
+    moving = n_gt >= min_translation
+    ratio = np.full(len(gt_rel), np.nan)
+    ratio[moving] = n_est[moving] / n_gt[moving]
+    out = {"rotation_deg": rotation.tolist(), "direction_deg": direction.tolist(),
+           "scale_ratio": ratio.tolist(), "num_pairs": len(gt_rel),
+           "num_direction": int(np.count_nonzero(~np.isnan(direction)))}
+    for key, values in (("rotation_deg", rotation), ("direction_deg", direction), ("scale_ratio", ratio)):
+        out[f"{key}_mean"], out[f"{key}_median"] = _nan_summary(values)
+    finite = ratio[~np.isnan(ratio)]
+    mean = float(np.mean(finite)) if finite.size else float("nan")
+    out["scale_ratio_std_over_mean"] = float(np.std(finite)) / mean if mean > 0 else float("nan")
+    return out
 
 
 def snippet_ate(pred_rel: np.ndarray, gt_abs: np.ndarray, track_length: int = 5) -> dict:
