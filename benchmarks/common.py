@@ -21,7 +21,7 @@ from sa4depth_core.data.kitti_odometry import KittiOdometrySequence  # noqa: E40
 from sa4depth_core.data.sequence import TripletDataset  # noqa: E402
 from sa4depth_core.data.synth import generate_sequence  # noqa: E402
 from sa4depth_core.eval.depth_metrics import evaluate_depth  # noqa: E402
-from sa4depth_core.eval.odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate  # noqa: E402
+from sa4depth_core.eval.odometry_metrics import absolute_to_relative, odometry_errors, pair_errors, snippet_ate  # noqa: E402
 from sa4depth_core.eval.scale_consistency import frame_scale_ratios, pose_depth_scale_ratios  # noqa: E402
 from sa4depth_core.backends import make_networks  # noqa: E402
 from sa4depth_core.backends.hardware import cpu_flags, native_bf16  # noqa: E402
@@ -132,6 +132,11 @@ def trained_model(name: str, refine: bool, steps: int = 400, seed: int = 0, size
     return out / "best.pt"
 
 
+# per-pair error summaries (odometry_metrics.pair_errors) every benchmark reports beside the ATEs
+PAIR_KEYS = ("rotation_deg_mean", "direction_deg_mean", "direction_deg_median", "scale_ratio_std_over_mean")
+ODOMETRY_KEYS = ("ate_7dof", "ate5", "t_err", "pose_depth_ratio_mean", "pose_depth_ratio_std_over_mean") + PAIR_KEYS
+
+
 def evaluate(trainer_or_model, cfg, seqs: list[tuple[Path, str]], max_frames: int = 0, odometry: bool = True,
              backend: str = "torch", precision: str = "fp32") -> dict:
     """Depth (median-scaled AbsRel, d1; AbsRel with one scale per sequence and one for all),
@@ -158,16 +163,19 @@ def evaluate(trainer_or_model, cfg, seqs: list[tuple[Path, str]], max_frames: in
         gt = np.stack([seq.pose(i) for i in frames])
         seq_out = {"scale_std_over_mean": float(np.nanstd(ratios) / np.nanmean(ratios)),
                    "abs_rel_sequence_scale": seq_scale_abs_rel[-1]}
+        gt_rel = absolute_to_relative(gt)
         for mode, est in run.poses.items():
             rel = absolute_to_relative(est)
-            pd = pose_depth_scale_ratios(rel, absolute_to_relative(gt), ratios[1:])
+            pd = pose_depth_scale_ratios(rel, gt_rel, ratios[1:])
             errors = odometry_errors(gt, est, "7dof")
+            pairs = pair_errors(gt_rel, rel)
             seq_out[mode] = {
                 "ate_7dof": errors["ate"],
                 "t_err": errors["t_err"],  # NaN when the trajectory is shorter than every segment length
                 "ate5": snippet_ate(rel, gt)["mean"],
                 "pose_depth_ratio_mean": pd["mean"],
                 "pose_depth_ratio_std_over_mean": pd["std_over_mean"],
+                **{key: pairs[key] for key in PAIR_KEYS},
             }
             if mode == "refined":
                 seq_out[mode]["acceptance"] = run.acceptance
@@ -191,7 +199,8 @@ def _finite_mean(values) -> float:
 
 def summarize(result: dict) -> dict:
     """Scalars of one `evaluate` result, per-sequence figures averaged over its sequences; the
-    odometry keys ("posenet ...", "refined ...") only for the trajectories it has."""
+    odometry keys ("<mode> <key>" for each trajectory, "posenet", "refined", ...) only for the
+    trajectories and keys it has."""
     seqs = list(result["sequences"].values())
     out = {
         "abs_rel": result["abs_rel"],
@@ -201,11 +210,12 @@ def summarize(result: dict) -> dict:
         "scale_std_over_mean": float(np.mean([s["scale_std_over_mean"] for s in seqs])),
         "scale_across_sequences_std_over_mean": result["scale_across_sequences_std_over_mean"],
     }
-    for mode in [m for m in ("posenet", "refined") if m in seqs[0]]:
-        for key in ("ate_7dof", "ate5", "t_err", "pose_depth_ratio_mean", "pose_depth_ratio_std_over_mean"):
+    for mode in [m for m in seqs[0] if isinstance(seqs[0][m], dict)]:
+        # a study piece saved before a key existed lacks it: its tables print "—" there
+        for key in [k for k in ODOMETRY_KEYS if k in seqs[0][mode]]:
             out[f"{mode} {key}"] = _finite_mean([s[mode][key] for s in seqs])
-        if mode == "refined":
-            out["refined acceptance"] = _finite_mean([s[mode]["acceptance"] for s in seqs])
+        if "acceptance" in seqs[0][mode]:
+            out[f"{mode} acceptance"] = _finite_mean([s[mode]["acceptance"] for s in seqs])
     return out
 
 

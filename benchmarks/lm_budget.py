@@ -24,7 +24,7 @@ import torch
 from common import machine, save_result, trained_model
 from sa4depth_core.config import load_config
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
-from sa4depth_core.eval.odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate
+from sa4depth_core.eval.odometry_metrics import absolute_to_relative, odometry_errors, pair_errors, snippet_ate
 from sa4depth_core.eval.run_model import run_sequence
 from sa4depth_core.infer import LoadedModel, load_model
 from sa4depth_core.model import SA4DepthModel
@@ -38,7 +38,8 @@ POINTS = (256, 512, 1024, 4096)
 
 
 def accuracy(loaded: LoadedModel, seqs, iterations: int, points: int) -> dict:
-    """Refined ATE, 5-frame ATE and acceptance per validation world with this budget."""
+    """Refined ATE, 5-frame ATE, mean rotation / direction errors (deg) and acceptance per
+    validation world with this budget."""
     out = {}
     for root, s in seqs:
         seq = KittiOdometrySequence(root, s)
@@ -46,8 +47,10 @@ def accuracy(loaded: LoadedModel, seqs, iterations: int, points: int) -> dict:
         run = run_sequence(loaded, seq, torch.device("cpu"), refine_modes=("refined",), options=budget)
         gt = np.stack([seq.pose(i) for i in range(len(seq))])
         est = run.poses["refined"]
+        pairs = pair_errors(absolute_to_relative(gt), absolute_to_relative(est))
         out[root.name] = {"ate": odometry_errors(gt, est, "7dof")["ate"],
-                          "ate5": snippet_ate(absolute_to_relative(est), gt)["mean"], "acceptance": run.acceptance}
+                          "ate5": snippet_ate(absolute_to_relative(est), gt)["mean"], "acceptance": run.acceptance,
+                          "rot_deg": pairs["rotation_deg_mean"], "dir_deg": pairs["direction_deg_mean"]}
     return out
 
 
@@ -100,6 +103,8 @@ def main() -> None:
                          "ate": float(np.mean([a["ate"] for a in acc.values()])),
                          "ate5": float(np.mean([a["ate5"] for a in acc.values()])),
                          "acceptance": float(np.mean([a["acceptance"] for a in acc.values()])),
+                         "rot_deg": float(np.mean([a["rot_deg"] for a in acc.values()])),
+                         "dir_deg": float(np.nanmean([a["dir_deg"] for a in acc.values()])),
                          "ms_96x320": lm_ms(96, 320, iterations, points, args.repeats),
                          "ms_192x640": lm_ms(192, 640, iterations, points, args.repeats)})
             print(f"{iterations} it, {points} pts: {rows[-1]['ate']:.4f} m, {rows[-1]['ms_192x640']:.1f} ms", flush=True)
@@ -113,12 +118,13 @@ def main() -> None:
     print(f"\n## lm_budget ({machine()})")
     print(f"model {loaded.model_id} ({w}x{h}), {len(val)} validation worlds of {args.frames} frames; LM time of one "
           f"pair with its acceptance test, {args.threads} threads, median of {args.repeats}\n")
-    print("| iterations per level | points per level (cap) | refined ATE (m) | 5-frame ATE (m) | acceptance | "
-          "LM ms 96x320 | LM ms 192x640 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| iterations per level | points per level (cap) | refined ATE (m) | 5-frame ATE (m) | rotation err (deg) | "
+          "direction err (deg) | acceptance | LM ms 96x320 | LM ms 192x640 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mark = " **(chosen)**" if r is chosen else ""
-        print(f"| {r['iterations']} | {r['points']}{mark} | {r['ate']:.4f} | {r['ate5']:.4f} | {r['acceptance']:.1%} | "
+        print(f"| {r['iterations']} | {r['points']}{mark} | {r['ate']:.4f} | {r['ate5']:.4f} | {r['rot_deg']:.3f} | "
+              f"{r['dir_deg']:.3f} | {r['acceptance']:.1%} | "
               f"{r['ms_96x320']:.1f} | {r['ms_192x640']:.1f} |")
     print(f"\nchosen: {chosen['iterations']} iterations and {chosen['points']} points per level, the cheapest within "
           f"{args.tolerance:.0%} of the full budget's ATE and 5-frame ATE on every validation world: "

@@ -38,6 +38,10 @@ METRICS = {"abs_rel": "AbsRel", "posenet ate_7dof": "ATE posenet (m)", "posenet 
            "posenet pose_depth_ratio_std_over_mean": "pose/depth ratio std/mean posenet",
            "refined ate_7dof": "ATE refined (m)", "refined ate5": "ATE5 refined (m)",
            "refined pose_depth_ratio_std_over_mean": "pose/depth ratio std/mean refined",
+           "posenet rotation_deg_mean": "rotation err posenet (deg)",
+           "posenet direction_deg_mean": "direction err posenet (deg)",
+           "refined rotation_deg_mean": "rotation err refined (deg)",
+           "refined direction_deg_mean": "direction err refined (deg)",
            "refined acceptance": "acceptance"}
 
 

@@ -87,7 +87,9 @@ DEPTH_COLUMNS = [("AbsRel", "abs_rel"), ("δ1", "a1"), ("AbsRel, one scale per s
                  ("train s/step", "s_per_step"), ("step time ÷ (1)", "step_time_ratio")]
 ODOMETRY_COLUMNS = [("ATE (m, Sim3)", "ate_7dof"), ("5-frame ATE (m)", "ate5"), ("t_err (%)", "t_err"),
                     ("pose/depth scale ratio", "pose_depth_ratio_mean"),
-                    ("ratio std/mean", "pose_depth_ratio_std_over_mean")]
+                    ("ratio std/mean", "pose_depth_ratio_std_over_mean"),
+                    ("rotation err (deg)", "rotation_deg_mean"), ("direction err (deg)", "direction_deg_mean"),
+                    ("|t| ratio std/mean", "scale_ratio_std_over_mean")]
 
 
 class Store:

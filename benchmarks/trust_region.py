@@ -5,9 +5,11 @@ For every frame pair of the validation worlds, with a model trained with SA4Dept
 PoseNet and the LM refinement without a trust region and records how far the refined pose moved
 from PoseNet's (rotation in degrees; translation as a fraction of the target's median depth, the
 unit refine.TrustRegion uses), the cost test, and whether the refined pose is closer to the
-ground truth than PoseNet's (rotation error, and translation error after the frame's
-ground-truth/prediction depth scale). It prints the distribution of both moves for improving and
-worsening refinements, and the acceptance and error figures of candidate bounds.
+ground truth than PoseNet's in each component on its own: rotation, translation direction and
+translation length (after the frame's ground-truth/prediction depth scale). A single mixed
+translation error called a refinement that fixed the scale and ruined the direction "better".
+It prints the distribution of both moves for refinements better in all three components and
+worse in any, and the acceptance and per-component error figures of candidate bounds.
 
     python benchmarks/trust_region.py [--checkpoint runs/x/best.pt] [--steps 400]
 """
@@ -21,24 +23,37 @@ import torch
 
 from common import machine, save_result, trained_model
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
-from sa4depth_core.geometry import so3_log
+from sa4depth_core.eval.odometry_metrics import pair_errors
 from sa4depth_core.infer import DepthPredictor, load_model
 from sa4depth_core.refine import TrustRegion
 from worlds import worlds
 
 UNBOUNDED = TrustRegion(max_rotation_deg=180.0, max_translation=1e9)
+COMPONENTS = ("rotation", "direction", "scale")
 CANDIDATES = [(1.0, 0.02), (2.0, 0.05), (3.0, 0.05), (5.0, 0.1), (5.0, 0.15), (5.0, 0.2), (10.0, 0.5)]
 
 
-def rotation_deg(R: torch.Tensor) -> float:
-    return float(torch.rad2deg(so3_log(R).norm()))
+# a component is "worse" only beyond these margins: smaller changes are below what one pair resolves
+WORSE_MARGIN = {"rotation": 0.05, "direction": 0.5, "scale": 0.02}  # deg, deg, fraction of |t_gt|
+
+
+def component_errors(T: np.ndarray, gt: np.ndarray, scale: np.ndarray) -> dict:
+    """Per pair errors of (P,4,4) estimates T against (P,4,4) ground truth gt (same convention):
+    rotation and translation direction (deg), and |scale * |t| / |t_gt| - 1| with scale (P,) the
+    frame's ground-truth/predicted depth ratio (the pose in metres, judged against the depth's
+    own scale). NaN where a pair has no direction or does not move."""
+    pairs = pair_errors(gt, T)
+    return {"rotation": np.array(pairs["rotation_deg"]), "direction": np.array(pairs["direction_deg"]),
+            "scale": np.abs(scale * np.array(pairs["scale_ratio"]) - 1.0)}
 
 
 @torch.inference_mode()
 def measure(loaded, seqs) -> list[dict]:
-    """One record per frame pair (target t, source t-1)."""
+    """One record per frame pair (target t, source t-1): how far the unbounded refinement moved,
+    its cost test, and per component (rotation, direction, scale) PoseNet's and the refined
+    error and whether the refinement is better (not larger) or worse (beyond WORSE_MARGIN)."""
     model = loaded.model
-    records = []
+    records, posenet, refined, exact, scales = [], [], [], [], []
     for root, s in seqs:
         seq = KittiOdometrySequence(root, s)
         predictor = DepthPredictor(loaded, torch.device("cpu"))
@@ -49,29 +64,32 @@ def measure(loaded, seqs) -> list[dict]:
                 x_prev, i_prev = prev
                 T0, result = model.pose_step(x, x_prev, -1, depth, torch.from_numpy(K).float()[None],
                                              trust=UNBOUNDED)
-                gt = torch.from_numpy(np.linalg.inv(seq.pose(i_prev)) @ seq.pose(i))  # T_t->s
                 gt_depth = seq.gt_depth(i)
                 pred = depth[0, 0].numpy()
                 ok = (gt_depth > 0) & np.isfinite(pred)
-                scale = float(np.median(gt_depth[ok]) / np.median(pred[ok]))
+                scales.append(float(np.median(gt_depth[ok]) / np.median(pred[ok])))
+                exact.append(np.linalg.inv(seq.pose(i_prev)) @ seq.pose(i))  # T_t->s
+                posenet.append(T0[0].double().numpy())
+                refined.append(result.pose[0].double().numpy())
                 a = result.acceptance
-                T0, T = T0[0].double(), result.pose[0].double()
-
-                def err(P):
-                    rot = rotation_deg(P[:3, :3] @ gt[:3, :3].T)
-                    return rot, float((scale * P[:3, 3] - gt[:3, 3]).norm())
-
-                (r0, t0), (r1, t1) = err(T0), err(T)
                 records.append({
                     "world": root.name, "frame": i, "success": bool(result.success[0]),
                     "cost_rose": bool(a.cost_final[0] > a.cost_start[0]),
                     "moved_deg": float(a.rotation_deg[0]), "moved_depth": float(a.translation[0]),
-                    "rot_err_posenet": r0, "rot_err_refined": r1, "t_err_posenet": t0, "t_err_refined": t1,
-                    "motion_m": float(gt[:3, 3].norm()),
-                    "better": (r1 <= r0) and (t1 <= t0), "worse": (r1 > r0 + 0.05) or (t1 > t0 + 0.02 * max(
-                        float(gt[:3, 3].norm()), 1e-3)),
-                })
+                    "motion_m": float(np.linalg.norm(exact[-1][:3, 3]))})
             prev = (x, i)
+    scales = np.array(scales)
+    e0 = component_errors(np.stack(posenet), np.stack(exact), scales)
+    e1 = component_errors(np.stack(refined), np.stack(exact), scales)
+    for n, rec in enumerate(records):
+        for c in COMPONENTS:
+            a, b = float(e0[c][n]), float(e1[c][n])
+            rec[f"{c}_err_posenet"], rec[f"{c}_err_refined"] = a, b
+            # a pair without a direction (standing still) is neither better nor worse in it
+            rec[f"better_{c}"] = bool(not np.isfinite(a) or b <= a)
+            rec[f"worse_{c}"] = bool(np.isfinite(a) and b > a + WORSE_MARGIN[c])
+        rec["better"] = all(rec[f"better_{c}"] for c in COMPONENTS)
+        rec["worse"] = any(rec[f"worse_{c}"] for c in COMPONENTS)
     return records
 
 
@@ -93,34 +111,39 @@ def main() -> None:
     worse = np.array([r["worse"] for r in records])
     cost_ok = np.array([r["success"] and not r["cost_rose"] for r in records])
     print(f"\n## trust_region ({machine()})")
-    print(f"{len(records)} frame pairs of {len(val)} validation worlds, model "
-          f"{loaded.model_id}; refined better than PoseNet on {better.mean():.0%}, worse on {worse.mean():.0%}, "
-          f"cost test passed on {cost_ok.mean():.0%}\n")
+    print(f"{len(records)} frame pairs of {len(val)} validation worlds, model {loaded.model_id}; cost test passed on "
+          f"{cost_ok.mean():.0%}. Refined against PoseNet per component (better: error not larger; worse: larger by "
+          "more than " + ", ".join(f"{WORSE_MARGIN[c]:g} {u}" for c, u in zip(COMPONENTS, ("deg", "deg", "of |t|")))
+          + "): " + "; ".join(f"{c} better on {np.mean([r[f'better_{c}'] for r in records]):.0%}, worse on "
+                              f"{np.mean([r[f'worse_{c}'] for r in records]):.0%}" for c in COMPONENTS)
+          + f"; better in all three on {better.mean():.0%}, worse in any on {worse.mean():.0%}\n")
     print("| refinements | n | moved deg p50 / p95 / p99 / max | moved x median depth p50 / p95 / p99 / max |")
     print("|---|---|---|---|")
-    for name, sel in (("better than PoseNet", better), ("worse than PoseNet", worse), ("all", np.ones_like(better))):
+    for name, sel in (("better than PoseNet in all three", better), ("worse than PoseNet in any", worse),
+                      ("all", np.ones_like(better))):
         if sel.any():
             q = np.percentile(moved[sel], [50, 95, 99, 100], axis=0)
             print(f"| {name} | {int(sel.sum())} | " + " / ".join(f"{v:.3f}" for v in q[:, 0]) + " | "
                   + " / ".join(f"{v:.4f}" for v in q[:, 1]) + " |")
+    errs = {(c, who): np.array([r[f"{c}_err_{who}"] for r in records]) for c in COMPONENTS
+            for who in ("posenet", "refined")}
     print("\n| bound (deg, x depth) | accepted | better ones rejected | worse ones accepted | "
-          "mean rot err deg (PoseNet / published) | mean t err m (PoseNet / published) |")
-    print("|---|---|---|---|---|---|")
-    r0 = np.array([r["rot_err_posenet"] for r in records])
-    r1 = np.array([r["rot_err_refined"] for r in records])
-    t0 = np.array([r["t_err_posenet"] for r in records])
-    t1 = np.array([r["t_err_refined"] for r in records])
+          "mean rotation err deg (PoseNet / published) | mean direction err deg (PoseNet / published) | "
+          "mean scale err (PoseNet / published) |")
+    print("|---|---|---|---|---|---|---|")
     rows = []
     for rot, trans in CANDIDATES:
         accepted = cost_ok & (moved[:, 0] <= rot) & (moved[:, 1] <= trans)
+        published = {c: float(np.nanmean(np.where(accepted, errs[c, "refined"], errs[c, "posenet"])))
+                     for c in COMPONENTS}
         rows.append({"rot": rot, "trans": trans, "accepted": float(accepted.mean()),
                      "better_rejected": float((better & ~accepted).sum() / max(better.sum(), 1)),
                      "worse_accepted": float((worse & accepted).sum() / max(worse.sum(), 1)),
-                     "rot_err": float(np.where(accepted, r1, r0).mean()), "t_err": float(np.where(accepted, t1, t0).mean())})
+                     **{f"{c}_err": v for c, v in published.items()}})
         row = rows[-1]
         print(f"| {rot:g}, {trans:g} | {row['accepted']:.1%} | {row['better_rejected']:.1%} | "
-              f"{row['worse_accepted']:.1%} | {r0.mean():.3f} / {row['rot_err']:.3f} | "
-              f"{t0.mean():.4f} / {row['t_err']:.4f} |")
+              f"{row['worse_accepted']:.1%} | " + " | ".join(
+                  f"{np.nanmean(errs[c, 'posenet']):.3f} / {published[c]:.3f}" for c in COMPONENTS) + " |")
     path = save_result("trust_region", {"model": loaded.model_id, "records": records, "candidates": rows})
     print(f"wrote {path}")
 

@@ -290,8 +290,13 @@ def test_cli_kitti_writes_table_and_json(tmp_path, capsys):
                "--align", "scale", "--json", str(out_json)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "t_err(%)" in printed and "est.txt" in printed
+    assert "t_err(%)" in printed and "est.txt" in printed and "dir(deg)" in printed
     data = json.loads(out_json.read_text())
+    # half the scale everywhere: exact rotation and direction, a constant pose scale
+    assert data["pairs"]["rotation_deg_mean"] == pytest.approx(0.0, abs=1e-5)
+    assert data["pairs"]["direction_deg_mean"] == pytest.approx(0.0, abs=1e-5)
+    assert data["pairs"]["scale_ratio_median"] == pytest.approx(0.5)
+    assert data["pairs"]["scale_ratio_std_over_mean"] == pytest.approx(0.0, abs=1e-8)
     assert data["alignment"] == "scale" and data["scale"] == pytest.approx(2.0)
     assert data["ate"] == pytest.approx(0.0, abs=1e-8)
     assert data["t_err"] is None  # 40 m trajectory: no 100 m segment

@@ -25,8 +25,8 @@ from ..infer import load_model, select_device
 from .trajectory_plot import plot_trajectories
 from . import cli_odometry, cli_trajectory
 from .depth_metrics import evaluate_depth
-from .odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate
-from .report import format_table, refuse_directories, write_json
+from .odometry_metrics import absolute_to_relative, odometry_errors, pair_errors, snippet_ate
+from .report import format_table, pair_columns, refuse_directories, write_json
 from .run_model import run_sequence
 from .scale_consistency import frame_scale_ratios, pose_depth_scale_ratios, sequence_scale_consistency
 from .trajectory_matching import FORMATS
@@ -131,15 +131,17 @@ def cmd_odom(args) -> dict:
         for mode, est in run.poses.items():
             res = odometry_errors(gt, est, alignment=args.align)
             pred_rel = absolute_to_relative(est)
+            pairs = pair_errors(gt_rel, pred_rel)
             row = {"t_err%": res["t_err"], "r_err/100m": res["r_err"], "ATE": res["ate"],
-                   "ATE5": snippet_ate(pred_rel, gt)["mean"], "ms/frame": run.ms_odometry[mode] + run.ms_depth}
+                   "ATE5": snippet_ate(pred_rel, gt)["mean"], **pair_columns(pairs),
+                   "ms/frame": run.ms_odometry[mode] + run.ms_depth}
             if depth_ratios is not None:
                 # pose i -> i+1 is tied to the depth of frame i+1, the refinement's target
                 pd = pose_depth_scale_ratios(pred_rel, gt_rel, depth_ratios[1:])
                 row["pose/depth scale"] = pd["mean"]
                 row["its std/mean"] = pd["std_over_mean"]
             rows[mode] = row
-            seq_out[mode] = {"errors": res, "ate5": row["ATE5"], "ms_per_frame": row["ms/frame"],
+            seq_out[mode] = {"errors": res, "ate5": row["ATE5"], "pairs": pairs, "ms_per_frame": row["ms/frame"],
                              "pose_depth_scale": pd if depth_ratios is not None else None}
             base = cli_odometry.plot_path(args.plot, args.json)
             if base is not None:

@@ -14,21 +14,23 @@ from typing import Sequence
 
 from sa4depth_core.errors import InputError
 from sa4depth_core.eval.odometry_metrics import (ALIGNMENTS, absolute_to_relative,
-                                                 odometry_errors, snippet_ate)
-from sa4depth_core.eval.report import format_table, refuse_directories, write_json
+                                                 odometry_errors, pair_errors, snippet_ate)
+from sa4depth_core.eval.report import format_table, pair_columns, refuse_directories, write_json
 from sa4depth_core.eval.trajectory_matching import FORMATS, load_trajectory_pair
 from sa4depth_core.eval.trajectory_plot import plot_trajectories
 
 
 def evaluate_trajectory_files(gt_path: str | Path, est_path: str | Path, fmt: str = "kitti",
                               alignment: str = "none", max_dt: float = 0.01, plot: str | Path | None = None) -> dict:
-    """kitti-odom-eval numbers plus the 5-frame snippet ATE for one pair of files; with `plot`,
-    also a top view of both (`plot_trajectories`, the same alignment) whose path is in `plot`."""
+    """kitti-odom-eval numbers plus the 5-frame snippet ATE and the per-pair errors (`pairs`,
+    odometry_metrics.pair_errors) for one pair of files; with `plot`, also a top view of both
+    (`plot_trajectories`, the same alignment) whose path is in `plot`."""
     gt, est = load_trajectory_pair(gt_path, est_path, fmt, max_dt)
     result = odometry_errors(gt, est, alignment)
     snippets = snippet_ate(absolute_to_relative(est), gt)
     result["ate_5frame_mean"] = snippets["mean"]
     result["ate_5frame_std"] = snippets["std"]
+    result["pairs"] = pair_errors(absolute_to_relative(gt), absolute_to_relative(est))
     if plot is not None:
         result["plot"] = plot_trajectories(plot, gt, est, alignment, f"{Path(est_path).name} vs {Path(gt_path).name}").path
     return result
@@ -73,7 +75,7 @@ def run(gt: str | Path, est: str | Path, fmt: str = "kitti", align: str = "none"
            "t_err(%)": result["t_err"], "r_err(deg/100m)": result["r_err"],
            "ATE(m)": result["ate"], "RPE(m)": result["rpe_trans"],
            "RPE(deg)": result["rpe_rot"], "ATE5(m)": result["ate_5frame_mean"],
-           "ATE5_std(m)": result["ate_5frame_std"], "frames": result["num_frames"],
+           "ATE5_std(m)": result["ate_5frame_std"], **pair_columns(result["pairs"]), "frames": result["num_frames"],
            "segments": result["num_segments"]}
     print(format_table({est.name: row}, title=f"Odometry: {est} vs {gt}", label_header="trajectory"))
     if result["num_segments"] == 0:

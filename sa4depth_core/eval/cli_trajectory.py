@@ -28,8 +28,8 @@ from ..data.bag_sequence import BagImageSequence
 from ..errors import InputError
 from ..infer import DepthPredictor, load_model, select_device
 from .cli_odometry import plot_path
-from .odometry_metrics import absolute_to_relative, odometry_errors, snippet_ate
-from .report import format_table
+from .odometry_metrics import absolute_to_relative, odometry_errors, pair_errors, snippet_ate
+from .report import format_table, pair_columns
 from .trajectory_matching import load_trajectory, match_trajectories
 from .trajectory_plot import depth_strip, plot_trajectories
 
@@ -118,6 +118,7 @@ def evaluate(args) -> dict:
     result = odometry_errors(gt_m, est_m, alignment=args.align)
     snippets = snippet_ate(absolute_to_relative(est_m), gt_m)
     result.update(gt=gt_name, est=est_name, ate_5frame_mean=snippets["mean"], ate_5frame_std=snippets["std"],
+                  pairs=pair_errors(absolute_to_relative(gt_m), absolute_to_relative(est_m)),
                   body_frame=est_body or gt_body or None, matched_by="stamps" if stamps is not None else "line",
                   _gt=gt_m, _est=est_m)
     return result
@@ -143,7 +144,8 @@ def run(args) -> dict:
     gt, est = result.pop("_gt"), result.pop("_est")
     row = {"align": result["alignment"], "scale": result["scale"], "t_err(%)": result["t_err"],
            "r_err(deg/100m)": result["r_err"], "ATE(m)": result["ate"], "RPE(m)": result["rpe_trans"],
-           "RPE(deg)": result["rpe_rot"], "ATE5(m)": result["ate_5frame_mean"], "frames": result["num_frames"]}
+           "RPE(deg)": result["rpe_rot"], "ATE5(m)": result["ate_5frame_mean"],
+           **pair_columns(result["pairs"]), "frames": result["num_frames"]}
     print(format_table({"estimate": row}, title=f"Odometry: {result['est']} vs {result['gt']}",
                        label_header="trajectory"))
     if result["num_segments"] == 0:

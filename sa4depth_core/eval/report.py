@@ -79,6 +79,14 @@ def format_table(rows: Mapping[str, Any] | Sequence[Mapping[str, Any]], title: s
     return "\n".join(lines)
 
 
+def pair_columns(pairs: Mapping[str, Any]) -> dict:
+    """The odometry table's per-pair columns from an odometry_metrics.pair_errors result: mean
+    rotation and translation-direction errors (deg) and the spread of the pose scale (std/mean of
+    |t_est| / |t_gt|), the three parts a mixed translation error blurs together."""
+    return {"rot(deg)": pairs["rotation_deg_mean"], "dir(deg)": pairs["direction_deg_mean"],
+            "|t| std/mean": pairs["scale_ratio_std_over_mean"]}
+
+
 def to_jsonable(obj: Any) -> Any:
     """Recursively convert numpy scalars/arrays, paths, tuples and sets to JSON types.
 
