@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from .errors import InputError
+from .network_input import network_size_problem
 
 
 @dataclass
@@ -277,8 +278,6 @@ def check_training(cfg: Config) -> None:
     m = cfg.model
     if m.max_depth <= m.min_depth:
         raise InputError(f"model.max_depth={m.max_depth!r} must be above model.min_depth={m.min_depth!r}")
-    from .infer import network_size_problem  # infer imports this module: a top-level import is a cycle
-
     problem = network_size_problem(m.height, m.width)
     if problem:
         raise InputError(f"model.height={m.height}, model.width={m.width}: {problem}")

@@ -16,15 +16,10 @@ from .config import Config, config_from_dict
 from .errors import CheckpointError, InputError
 from .geometry import scale_intrinsics
 from .model import SA4DepthModel
+from .network_input import network_size_problem
 from .networks.monodepth2_io import load_monodepth2_folder, model_settings
 
 log = logging.getLogger(__name__)
-
-
-# Network input sizes beyond these would take gigabytes of activations per frame: a file that
-# declares one is refused before anything is allocated.
-MAX_NETWORK_SIDE = 4096
-MAX_NETWORK_PIXELS = 1 << 22
 
 
 @dataclass
@@ -40,16 +35,6 @@ class LoadedModel:
     source: str
     trained: bool
     features_trained: bool
-
-
-def network_size_problem(height: int, width: int) -> str | None:
-    """Why (height, width) cannot be a network input size, or None."""
-    if height % 32 or width % 32 or height < 64 or width < 64:
-        return f"network input size {width}x{height} must be multiples of 32 of at least 64 in both directions"
-    if max(height, width) > MAX_NETWORK_SIDE or height * width > MAX_NETWORK_PIXELS:
-        return (f"network input size {width}x{height} is beyond the budget of {MAX_NETWORK_SIDE} px a side and "
-                f"{MAX_NETWORK_PIXELS} px in all")
-    return None
 
 
 def network_size(loaded: LoadedModel, height: int = 0, width: int = 0) -> tuple[int, int]:

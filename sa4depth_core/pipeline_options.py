@@ -11,7 +11,7 @@ from transforms3d.euler import euler2mat
 
 from .backends import plan
 from .errors import InputError
-from .infer import network_size_problem
+from .network_input import network_size_problem
 from .odometry import LOST_VARIANCE, ON_FAILURE
 from .refine import TrustRegion
 from .scale import ScaleEstimator

@@ -21,12 +21,8 @@ import numpy as np
 
 from sa4depth_core.backends import BACKENDS, PRECISIONS
 from sa4depth_core.errors import InputError
-from sa4depth_core.infer import (
-    MAX_NETWORK_PIXELS,
-    MAX_NETWORK_SIDE,
-    network_size_problem,
-    select_device,
-)
+from sa4depth_core.infer import select_device
+from sa4depth_core.network_input import MAX_NETWORK_PIXELS, MAX_NETWORK_SIDE, network_size_problem
 from sa4depth_core.odometry import ON_FAILURE
 from sa4depth_core.online import OnlineOptions
 from sa4depth_core.pipeline_options import PipelineOptions, pose_from_xyz_rpy
