@@ -22,7 +22,7 @@ from common import flags_line, machine, save_result, speed_flags
 from sa4depth_core.backends import make_networks, plan
 from sa4depth_core.backends.parity import compare, probe_images
 from sa4depth_core.config import load_config
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 
 COMBOS = [("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
 # CPU features that decide which kernels the runtimes can use

@@ -40,7 +40,7 @@ from sa4depth_core.checkpoint import save_checkpoint  # noqa: E402
 from sa4depth_core.config import Config  # noqa: E402
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence  # noqa: E402
 from sa4depth_core.data.synth import generate_sequence  # noqa: E402
-from sa4depth_core.infer import load_model  # noqa: E402
+from sa4depth_core.loaded_model import load_model  # noqa: E402
 from sa4depth_core.model import SA4DepthModel  # noqa: E402
 from sa4depth_core.pipeline import PerceptionPipeline  # noqa: E402
 from sa4depth_core.pipeline_options import PipelineOptions  # noqa: E402

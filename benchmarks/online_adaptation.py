@@ -37,7 +37,7 @@ from sa4depth_core.eval.scale_consistency import (
     frame_scale_ratios,
     pose_depth_scale_ratios,
 )
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 from sa4depth_core.pipeline import PerceptionPipeline
 from sa4depth_core.pipeline_options import PipelineOptions
 

@@ -24,7 +24,7 @@ import torch
 from common import exact_geometry, machine
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.sequence import TripletDataset
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 from sa4depth_core.objective import reprojection_loss
 from sa4depth_core.train.trainer import collate
 from worlds import WORLDS, worlds

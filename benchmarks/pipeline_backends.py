@@ -23,7 +23,7 @@ import torch
 from common import evaluate, machine, save_result, summarize, trained_model
 from sa4depth_core.backends import BackendUnavailable, make_networks
 from sa4depth_core.config import load_config
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 from sa4depth_core.pipeline import PerceptionPipeline
 from sa4depth_core.pipeline_options import PipelineOptions
 from sa4depth_core.refine import TrustRegion

@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from common import machine, save_result
 from sa4depth_core.config import load_config
-from sa4depth_core.infer import LoadedModel
+from sa4depth_core.loaded_model import LoadedModel
 from sa4depth_core.odometry import OdometryEstimator
 from sa4depth_core.pipeline_options import PipelineOptions
 from sa4depth_core.model import SA4DepthModel

@@ -40,7 +40,7 @@ from torch.onnx import _constants as _torch_onnx_constants
 from . import __version__
 from .checkpoint import atomic_write_bytes
 from .errors import InputError
-from .infer import LoadedModel, load_model, network_size
+from .loaded_model import LoadedModel, load_model, network_size
 from .networks.depth_decoder import disp_to_depth
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .infer import LoadedModel
+from .loaded_model import LoadedModel
 
 if TYPE_CHECKING:  # pipeline_options imports this module's constants
     from .pipeline_options import PipelineOptions

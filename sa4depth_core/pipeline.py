@@ -33,7 +33,8 @@ from .backends import make_networks
 from .data.pose_io import save_kitti_poses, save_tum_poses
 from .errors import InputError
 from .geometry import invert_transform, se3_adjoint, so3_log
-from .infer import DepthPredictor, LoadedModel, network_size
+from .infer import DepthPredictor
+from .loaded_model import LoadedModel, network_size
 from .odometry import LOST_VARIANCE, OdometryEstimator, Tracking
 from .pipeline_options import PipelineOptions
 from .scale import ScaleEstimator

@@ -121,7 +121,7 @@ def untrained():
     """A model with random weights at 64x128 (seeded), its features not trained."""
     import torch
     from sa4depth_core.config import load_config
-    from sa4depth_core.infer import load_model
+    from sa4depth_core.loaded_model import load_model
 
     torch.manual_seed(0)
     return load_model(None, torch.device("cpu"), load_config(None, ["model.height=64", "model.width=128"]))

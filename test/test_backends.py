@@ -16,7 +16,7 @@ from sa4depth_core.backends.hardware import native_bf16
 from sa4depth_core.backends.parity import TOLERANCES, beyond_tolerance, compare, outputs, probe_images
 from sa4depth_core.config import load_config
 from sa4depth_core.errors import InputError
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 
 CPU = torch.device("cpu")
 H, W = 64, 128
@@ -212,7 +212,7 @@ _HOT_SWAPS_THEN_A_SIGNAL = """
 import faulthandler, gc, os, signal, torch
 from sa4depth_core.backends import make_networks
 from sa4depth_core.config import load_config
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 faulthandler.enable()  # pytest has it on: its signal stack is the one a plugin can replace
 config = load_config(None, ["model.height=64", "model.width=128"])
 old = make_networks(load_model(None, torch.device("cpu"), config), "openvino", "fp32", fallback=False)

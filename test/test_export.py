@@ -13,7 +13,7 @@ from sa4depth_core import export
 from sa4depth_core.backends import make_networks
 from sa4depth_core.checkpoint import save_checkpoint
 from sa4depth_core.config import load_config
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 from sa4depth_core.model import SA4DepthModel
 from sa4depth_core.networks.monodepth2_io import save_monodepth2_folder
 

@@ -12,7 +12,8 @@ from sa4depth_core.config import Config
 from sa4depth_core.data.pose_io import load_kitti_poses, load_tum_poses
 from sa4depth_core.errors import CheckpointError, InputError
 from sa4depth_core.geometry import se3_adjoint, se3_exp
-from sa4depth_core.infer import DepthPredictor, load_checked_model, select_device, smoke_test
+from sa4depth_core.infer import DepthPredictor, select_device
+from sa4depth_core.loaded_model import load_checked_model, smoke_test
 from sa4depth_core.odometry import OdometryStep, Tracking
 from sa4depth_core.pipeline import PerceptionPipeline
 from sa4depth_core.pipeline_options import PipelineOptions, pose_from_xyz_rpy

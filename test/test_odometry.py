@@ -13,7 +13,7 @@ from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.sequence import TripletDataset
 from sa4depth_core.errors import CheckpointError, InputError
 from sa4depth_core.eval.run_model import run_sequence
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 from sa4depth_core.model import SA4DepthModel
 from sa4depth_core.networks.monodepth2_io import save_monodepth2_folder
 from sa4depth_core.odometry import LOST_VARIANCE, Tracking

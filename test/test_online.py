@@ -16,7 +16,7 @@ from sa4depth_core.config import load_config
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.errors import InputError
 from sa4depth_core.geometry import invert_transform, scale_intrinsics
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 from sa4depth_core.model import SA4DepthModel
 from sa4depth_core.online import (
     BackgroundTrainer,

@@ -24,7 +24,7 @@ from sa4depth_core.checkpoint import save_checkpoint
 from sa4depth_core.config import Config
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.pose_io import load_kitti_poses, load_tum_poses
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 from sa4depth_ros.frame_client import FrameClient
 from sa4depth_ros.stamps import stamp_msg
 from sa4depth_ros.image_codec import msg_to_depth

@@ -9,7 +9,7 @@ import pytest
 
 from sa4depth_core.checkpoint import save_checkpoint
 from sa4depth_core.config import Config
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 from test_perception_node import TIMEOUT, running_node
 
 

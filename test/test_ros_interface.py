@@ -25,7 +25,7 @@ from sa4depth_core.checkpoint import save_checkpoint
 from sa4depth_core.config import Config
 from sa4depth_core.data.bag_ground_truth import pose_matrix
 from sa4depth_core.data.pose_io import load_kitti_poses
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 from sa4depth_core.pipeline_options import pose_from_xyz_rpy
 from sa4depth_ros.camera_info import K_to_camera_info
 from sa4depth_ros.image_codec import msg_to_depth, rgb_to_msg

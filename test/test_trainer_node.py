@@ -30,7 +30,7 @@ from sa4depth_core.config import load_config
 from sa4depth_core.data.kitti2bag import convert
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.sequence import TripletDataset
-from sa4depth_core.infer import load_checked_model
+from sa4depth_core.loaded_model import load_checked_model
 from sa4depth_core.online.store import CheckpointStore
 from sa4depth_core.train.trainer import Trainer
 from sa4depth_ros.frame_client import FrameClient

@@ -22,16 +22,18 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import InputError
+from ..export import export_graphs
+from ..loaded_model import LoadedModel, network_size
+from . import onnxruntime_nets, openvino_nets
+from .graph_nets import GraphNetworks
 from .hardware import native_bf16
 from .networks import BackendUnavailable, InferenceNetworks
-
-if TYPE_CHECKING:  # infer.py may import this package: no import of it at run time
-    from ..infer import LoadedModel
+from .parity import beyond_tolerance, max_abs_diffs, outputs
+from .torch_nets import TorchNetworks
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +87,14 @@ def default_cache_dir() -> Path:
 def _build(loaded: LoadedModel, backend: str, precision: str, device: torch.device, size: tuple[int, int],
            threads: int, graphs, cache_dir: Path) -> InferenceNetworks:
     """One backend's networks; `graphs()` gives the ONNX graphs (exported once, on first use)."""
-    from .graph_nets import GraphNetworks
-    from .torch_nets import TorchNetworks
-
     if backend == "torch":
         return TorchNetworks(loaded, *size, device, precision)
     if backend == "openvino":
         if device.type != "cpu":
             raise BackendUnavailable(f"openvino runs on the CPU here, the model is on {device}")
-        from .openvino_nets import compile_graphs
-
-        runners, description = compile_graphs(graphs, precision, threads)
+        runners, description = openvino_nets.compile_graphs(graphs, precision, threads)
     else:
-        from .onnxruntime_nets import compile_graphs
-
-        runners, description = compile_graphs(graphs, precision, threads, device, cache_dir)
+        runners, description = onnxruntime_nets.compile_graphs(graphs, precision, threads, device, cache_dir)
     return GraphNetworks(loaded, *size, device, runners, backend, precision, description)
 
 
@@ -132,11 +127,6 @@ def make_networks(loaded: LoadedModel, backend: str = "auto", precision: str = "
         InputError for an unknown backend or precision or a bad size; BackendUnavailable only
         with fallback=False.
     """
-    from ..export import export_graphs
-    from ..infer import network_size
-    from .parity import beyond_tolerance, max_abs_diffs, outputs
-    from .torch_nets import TorchNetworks
-
     device = torch.device(device) if device is not None else next(loaded.model.parameters()).device
     size = network_size(loaded, height, width)
     steps = plan(backend, precision, device)

@@ -3,16 +3,12 @@ export.py: torch tensors in, numpy arrays through the runtime, float32 torch ten
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from ..loaded_model import LoadedModel
 from .networks import InferenceNetworks
-
-if TYPE_CHECKING:
-    from ..infer import LoadedModel
-
 # One compiled graph: its inputs, (1,3,H,W) float32 arrays in graph order -> its outputs in graph
 # order. _run copies them out, so a runtime may hand back buffers it reuses on the next call.
 Runner = Callable[[list], list]

@@ -3,16 +3,12 @@ taking and returning float32 torch tensors on the model's device, so the LM refi
 consumes them unchanged whichever runtime computed them."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from ..errors import InputError
 from ..geometry import pose_from_axisangle
+from ..loaded_model import LoadedModel
 from ..networks.depth_decoder import disp_to_depth
-
-if TYPE_CHECKING:
-    from ..infer import LoadedModel
 
 
 class BackendUnavailable(RuntimeError):

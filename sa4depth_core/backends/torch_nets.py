@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import TYPE_CHECKING
 
 import torch
 
+from ..loaded_model import LoadedModel
 from .hardware import native_bf16
 from .networks import BackendUnavailable, InferenceNetworks
-
-if TYPE_CHECKING:
-    from ..infer import LoadedModel
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..data.sequence import FrameSequence
-from ..infer import LoadedModel
+from ..loaded_model import LoadedModel
 from ..odometry import Tracking
 from ..pipeline import PerceptionPipeline
 from ..pipeline_options import PipelineOptions

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from ..infer import load_checked_model
+from ..loaded_model import load_checked_model
 from ..model import SA4DepthModel
 from .store import CheckpointEntry, CheckpointStore
 

@@ -17,7 +17,7 @@ import torch
 
 from ..config import Config
 from ..errors import CheckpointError
-from ..infer import LoadedModel, load_model
+from ..loaded_model import LoadedModel, load_model
 from .buffer import TripletBuffer, load_buffer_manifest
 from .deploy import record_deployed
 from .options import OnlineOptions

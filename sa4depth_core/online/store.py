@@ -6,7 +6,7 @@ Layout of the directory:
     manifest.json      {"entries": [...], "deployed": path, "deployed_id": ...}, written atomically
 
 Every entry records step, score, parent checkpoint and sha256 (the model id is its first 12
-hex digits, as infer.load_model reports it). "Deployed" is the model the learner vouches for:
+hex digits, as loaded_model.load_model reports it). "Deployed" is the model the learner vouches for:
 its initial weights until a candidate passes the gate, then the last such candidate; it may be
 a file outside the directory (the checkpoint the learner started from).
 
