@@ -30,7 +30,7 @@ setup(
             "sa4depth-synth = sa4depth_core.data.synth:main",
             "sa4depth-kitti2bag = sa4depth_core.data.kitti2bag:main",
             "sa4depth-karlsruhe = sa4depth_core.data.karlsruhe:main",
-            "sa4depth-export = sa4depth_core.export:main",
+            "sa4depth-export = sa4depth_core.export_cli:main",
             "sa4depth-play = sa4depth_ros.bag_player:main",
             "sa4depth-run = sa4depth_ros.run:main",
             "perception_node = sa4depth_ros.perception_node:main",

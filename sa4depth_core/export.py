@@ -21,14 +21,10 @@ TorchScript-based exporter (`dynamo=False`): the torch.export-based one needs th
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import io
-import json
 import logging
-import sys
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +35,7 @@ from torch.onnx import _constants as _torch_onnx_constants
 
 from . import __version__
 from .checkpoint import atomic_write_bytes
-from .errors import InputError
-from .loaded_model import LoadedModel, load_model, network_size
+from .loaded_model import LoadedModel, network_size
 from .networks.depth_decoder import disp_to_depth
 
 log = logging.getLogger(__name__)
@@ -217,62 +212,3 @@ def write_onnx(loaded: LoadedModel, out_dir: str | Path, height: int = 0, width:
         atomic_write_bytes(path, with_metadata(fold_constants(graph), props, doc), mode=0o644)  # whole or not at all
         paths[name] = path
     return paths
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sa4depth-export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="project checkpoint file or Monodepth2 weights folder")
-    p.add_argument("--out", required=True, help="directory for depth.onnx, pose.onnx, features.onnx, export.json")
-    p.add_argument("--height", type=int, default=0, help="input height (default: the model's)")
-    p.add_argument("--width", type=int, default=0, help="input width (default: the model's)")
-    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET}, see above)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from .backends import make_networks
-    from .backends.parity import compare
-
-    try:
-        problem = opset_problem(args.opset)
-        if problem:
-            raise InputError(problem)
-        loaded = load_model(args.checkpoint, "cpu")
-        h, w = network_size(loaded, args.height, args.width)
-        t0 = time.perf_counter()
-        paths = write_onnx(loaded, args.out, h, w, args.opset)
-    except (InputError, OSError) as exc:
-        print(f"sa4depth-export: {exc}", file=sys.stderr)
-        return 2
-    except ImportError as exc:
-        print(f"sa4depth-export: {exc.name or exc} is missing: pip install onnx", file=sys.stderr)
-        return 2
-    print(f"wrote {', '.join(str(q) for q in paths.values())} ({w}x{h}, opset {args.opset}, "
-          f"{time.perf_counter() - t0:.1f} s)")
-    # The parity check runs the files just written, on whichever ONNX runtime is installed.
-    report = {"metadata": metadata(loaded, h, w, args.opset), "files": {k: str(v) for k, v in paths.items()},
-              "parity": {}}
-    reference, _ = make_networks(loaded, "torch", "fp32", height=h, width=w)
-    for backend in ("onnxruntime", "openvino"):
-        try:
-            nets, description = make_networks(loaded, backend, "fp32", height=h, width=w, onnx_dir=args.out,
-                                              verify=False, fallback=False)
-        except Exception as exc:  # noqa: BLE001 - a missing runtime only skips its check
-            print(f"parity {backend}: not checked ({exc})")
-            continue
-        diffs = compare(reference, nets)
-        report["parity"][description] = diffs
-        print(f"parity {description} vs torch fp32 (max abs diff): "
-              + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
-    try:
-        atomic_write_bytes(Path(args.out) / "export.json", (json.dumps(report, indent=2) + "\n").encode(), mode=0o644)
-    except OSError as exc:
-        print(f"sa4depth-export: {exc}", file=sys.stderr)
-        return 2
-    if not report["parity"]:
-        print("sa4depth-export: no ONNX runtime installed, parity not checked (pip install onnxruntime)",
-              file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

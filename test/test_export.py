@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from sa4depth_core import export
+from sa4depth_core import export, export_cli
 from sa4depth_core.backends import make_networks
 from sa4depth_core.checkpoint import save_checkpoint
 from sa4depth_core.config import load_config
@@ -36,7 +36,7 @@ def exported(tmp_path_factory):
     save_checkpoint(tmp / "tiny.pt", config=cfg.to_dict(), model=model.state_dict())
     out = io.StringIO()  # a module-scoped fixture cannot use capsys
     with contextlib.redirect_stdout(out):
-        code = export.main(["--checkpoint", str(tmp / "tiny.pt"), "--out", str(tmp / "onnx")])
+        code = export_cli.main(["--checkpoint", str(tmp / "tiny.pt"), "--out", str(tmp / "onnx")])
     assert code == 0
     return tmp / "tiny.pt", tmp / "onnx", out.getvalue()
 
@@ -112,7 +112,7 @@ def test_export_of_a_monodepth2_folder(tmp_path, capsys):
     _, model = _model(3)
     save_monodepth2_folder(tmp_path / "md2", model.depth_encoder, model.depth_decoder, height=H, width=W,
                            pose_encoder=model.pose_net.encoder, pose_decoder=model.pose_net.decoder)
-    assert export.main(["--checkpoint", str(tmp_path / "md2"), "--out", str(tmp_path / "onnx")]) == 0
+    assert export_cli.main(["--checkpoint", str(tmp_path / "md2"), "--out", str(tmp_path / "onnx")]) == 0
     meta = {p.key: p.value for p in onnx.load(tmp_path / "onnx" / "depth.onnx").metadata_props}
     assert meta["model_id"].startswith("monodepth2:") and (meta["height"], meta["width"]) == (str(H), str(W))
     assert "wrote " in capsys.readouterr().out
@@ -120,8 +120,8 @@ def test_export_of_a_monodepth2_folder(tmp_path, capsys):
 
 def test_bad_inputs_give_one_clear_line(tmp_path, capsys, exported):
     ckpt, _, _ = exported
-    assert export.main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert export_cli.main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")]) == 2
     assert "missing.pt" in capsys.readouterr().err
-    assert export.main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--height", "100"]) == 2
+    assert export_cli.main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--height", "100"]) == 2
     assert "must be multiples of 32" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

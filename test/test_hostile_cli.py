@@ -275,11 +275,12 @@ def small_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("opset", ["7", "99999"])
 def test_export_refuses_an_opset_it_cannot_write_before_exporting(small_checkpoint, tmp_path, capsys, opset):
-    from sa4depth_core import export
+    from sa4depth_core import export_cli
 
-    assert export.main(["--checkpoint", str(small_checkpoint), "--out", str(tmp_path / "onnx"), "--opset", opset]) == 2
+    out = tmp_path / "onnx"
+    assert export_cli.main(["--checkpoint", str(small_checkpoint), "--out", str(out), "--opset", opset]) == 2
     _one_error_line(capsys, "--opset", opset)
-    assert not (tmp_path / "onnx").exists()
+    assert not out.exists()
 
 
 def test_synth_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
