@@ -3,7 +3,7 @@
 Camera c is 0/1 (left/right grey), 2/3 (left/right colour; 2 is the default). Optional dense
 ground truth in `sequences/SS/depth_c/%06d.png` (uint16, depth = value / 256, 0 = invalid) is
 read when present; the synthetic generator writes exact depth there, `stereo_depth` writes
-depth matched from a rectified stereo pair.
+depth matched from a rectified stereo pair, both encoded by depth_to_png16.
 """
 from __future__ import annotations
 
@@ -50,6 +50,13 @@ def camera_images(seq_dir: Path, camera: int, choice: str = CAMERA_CHOICE) -> li
     if not files:
         raise InputError(f"{folder}: no png/jpg images")
     return files
+
+
+def depth_to_png16(depth: np.ndarray) -> np.ndarray:
+    """Encode metres (H,W) as KITTI uint16 (value = round(256 * depth), 0 = invalid or beyond 255.99 m)."""
+    depth = np.asarray(depth, np.float64)
+    valid = np.isfinite(depth) & (depth > 0) & (depth * DEPTH_PNG_SCALE <= 65535)
+    return np.where(valid, np.rint(np.where(valid, depth, 0) * DEPTH_PNG_SCALE), 0).astype(np.uint16)
 
 
 def read_depth_png(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:

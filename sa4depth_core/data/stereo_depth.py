@@ -24,9 +24,8 @@ import cv2
 import numpy as np
 
 from sa4depth_core.data.calib import load_odometry_calib
-from sa4depth_core.data.kitti_odometry import camera_images
+from sa4depth_core.data.kitti_odometry import camera_images, depth_to_png16
 from sa4depth_core.data.sequence import FrameSequence
-from sa4depth_core.data.synth.sequence import depth_to_png16
 from sa4depth_core.errors import InputError
 from sa4depth_core.scale import camera_height_from_depth
 

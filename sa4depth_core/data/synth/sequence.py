@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sa4depth_core.data import trajectories
-from sa4depth_core.data.kitti_odometry import DEPTH_PNG_SCALE
+from sa4depth_core.data.kitti_odometry import DEPTH_PNG_SCALE, depth_to_png16
 from sa4depth_core.data.pose_io import save_kitti_poses
 from sa4depth_core.data.synth.render import default_intrinsics, render_frame
 from sa4depth_core.data.synth.street import build_street_scene
@@ -29,13 +29,6 @@ GENERATOR_VERSION = 1
 FRAME_RATE_HZ = 10.0
 STEREO_BASELINE_M = 0.54  # KITTI's; only written into P1/P3, no right images are rendered
 TRAJECTORY_KINDS = ("car", "handheld", "kitti")
-
-
-def depth_to_png16(depth: np.ndarray) -> np.ndarray:
-    """Encode metres (H,W) as KITTI uint16 (value = round(256 * depth), 0 = invalid or beyond 255.99 m)."""
-    depth = np.asarray(depth, np.float64)
-    valid = np.isfinite(depth) & (depth > 0) & (depth * DEPTH_PNG_SCALE <= 65535)
-    return np.where(valid, np.rint(np.where(valid, depth, 0) * DEPTH_PNG_SCALE), 0).astype(np.uint16)
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
