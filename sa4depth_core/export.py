@@ -182,7 +182,7 @@ def with_metadata(graph: bytes, props: dict[str, str], doc: str) -> bytes:
     Operator-set imports no node uses (ONNX Runtime lists its own domains) are dropped, so
     other parsers see only the standard domain.
     """
-    import onnx
+    import onnx  # optional: only writing files needs it, and the core must import without it
 
     proto = onnx.load_from_string(graph)
     used = {node.domain for node in proto.graph.node} | {""}
