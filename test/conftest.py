@@ -9,7 +9,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from transforms3d.euler import euler2mat
 
 _pid_offsets = itertools.count()
 
@@ -102,6 +104,15 @@ def ros_domain_module():
     """ros_domain for module-scoped fixtures, e.g. one node process shared by a module's tests."""
     with _reserved_domain() as domain:
         yield domain
+
+
+def pose_at(xyz, rpy) -> np.ndarray:
+    """(4,4) transform with translation xyz (3,) and rotation rpy (3,) = roll, pitch, yaw about
+    fixed axes (R = Rz(yaw) Ry(pitch) Rx(roll), the URDF / tf2 convention)."""
+    T = np.eye(4)
+    T[:3, :3] = euler2mat(*rpy)
+    T[:3, 3] = xyz
+    return T
 
 
 @pytest.fixture

@@ -36,23 +36,12 @@ from sa4depth_core.online import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and leave the other core to parallel tests."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def seq(synth_root):
     return KittiOdometrySequence(synth_root, "00")
-
-
-@pytest.fixture(scope="module")
-def frames(seq):
-    return [seq.image(i) for i in range(len(seq))], seq.intrinsics()
 
 
 def _cfg():

@@ -11,7 +11,6 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseWithCovariance, TransformStamped
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
-from transforms3d.euler import euler2mat
 
 from sa4depth_core.data.bag_ground_truth import pose_matrix
 from sa4depth_core.errors import InputError
@@ -21,15 +20,10 @@ from sa4depth_ros.pose_msgs import pose_msg, pose_to_transform_stamped, pose_wit
 from sa4depth_ros.tf_lookup import TransformListenerFallback
 from sa4depth_ros.tf_out import TFMessage
 
+from conftest import pose_at
+
 K = np.array([[210.0, 0.0, 66.0], [0.0, 205.0, 30.5], [0.0, 0.0, 1.0]])
 SIZE = (128, 64)  # (w, h)
-
-
-def _pose(xyz, rpy) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = euler2mat(*rpy)
-    T[:3, 3] = xyz
-    return T
 
 
 @pytest.mark.parametrize("model, D", [
@@ -78,7 +72,7 @@ def test_raw_frames_are_undistorted_with_tables_kept_per_camera_or_refused():
 
 
 def test_pose_messages_round_trip_through_the_core_reader():
-    T = _pose([1.0, -2.0, 0.5], [0.1, -0.4, 2.9])
+    T = pose_at([1.0, -2.0, 0.5], [0.1, -0.4, 2.9])
     pose = pose_msg(T)
     np.testing.assert_allclose(pose_matrix(pose.position, pose.orientation), T, atol=1e-12)
     transform = pose_to_transform_stamped(T, "odom", "base_link", Time(sec=1)).transform
@@ -100,10 +94,10 @@ def _tf(parent: str, child: str, T: np.ndarray) -> TransformStamped:
 @pytest.mark.skipif(TFMessage is None, reason="tf2_msgs is not built (scripts/build_tf2_msgs.sh)")
 def test_tf_fallback_composes_chains_through_the_nearest_common_ancestor():
     tf = TransformListenerFallback(_Node())
-    base_mount = _pose([0.5, 0.0, 1.2], [0.0, 0.0, 0.1])
-    mount_cam = _pose([0.0, 0.1, 0.0], [-math.pi / 2, 0.2, -math.pi / 2])
-    base_imu = _pose([-0.3, 0.0, 0.2], [0.0, 0.05, 0.0])
-    odom_base = _pose([4.0, 1.0, 0.0], [0.0, 0.0, 0.7])
+    base_mount = pose_at([0.5, 0.0, 1.2], [0.0, 0.0, 0.1])
+    mount_cam = pose_at([0.0, 0.1, 0.0], [-math.pi / 2, 0.2, -math.pi / 2])
+    base_imu = pose_at([-0.3, 0.0, 0.2], [0.0, 0.05, 0.0])
+    odom_base = pose_at([4.0, 1.0, 0.0], [0.0, 0.0, 0.7])
     tf._store(TFMessage(transforms=[_tf("base_link", "mount", base_mount), _tf("mount", "cam", mount_cam),
                                     _tf("base_link", "imu", base_imu)]))
     tf._store(TFMessage(transforms=[_tf("odom", "base_link", odom_base)]))
@@ -124,14 +118,14 @@ def test_tf_fallback_composes_chains_through_the_nearest_common_ancestor():
 
 
 def test_a_set_pose_origin_carries_the_odometry_and_both_uncertainties():
-    step = _pose([1.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+    step = pose_at([1.0, 0.0, 0.0], [0.0, 0.0, 0.0])
     step_cov = np.diag([1e-4, 2e-4, 3e-4, 1e-6, 2e-6, 3e-6])
     # the identity with no uncertainty changes nothing
     pose, cov = OdomOrigin(np.eye(4), np.zeros((6, 6))).compose(step, step_cov)
     np.testing.assert_allclose(pose, step)
     np.testing.assert_allclose(cov, step_cov)
     # a quarter turn about z: the step goes along y and its x/y variances swap
-    origin = _pose([2.0, -1.0, 0.5], [0.0, 0.0, math.pi / 2])
+    origin = pose_at([2.0, -1.0, 0.5], [0.0, 0.0, math.pi / 2])
     pose, cov = OdomOrigin(origin, np.zeros((6, 6))).compose(step, step_cov)
     np.testing.assert_allclose(pose[:3, 3], [2.0, 0.0, 0.5], atol=1e-12)
     np.testing.assert_allclose(np.diag(cov), [2e-4, 1e-4, 3e-4, 2e-6, 1e-6, 3e-6], atol=1e-15)
@@ -165,7 +159,7 @@ def _pose_with_covariance(covariance, xyz=(1.0, 2.0, 0.0)) -> PoseWithCovariance
 def test_a_pose_with_covariance_is_read_checked_as_a_pose_and_a_covariance():
     covariance = np.diag([0.04, 0.04, 0.01, 0.001, 0.001, 0.0025])
     pose, cov = pose_with_covariance(_pose_with_covariance(covariance))
-    np.testing.assert_allclose(pose, _pose([1.0, 2.0, 0.0], [0.0, 0.0, math.pi / 2]), atol=1e-12)
+    np.testing.assert_allclose(pose, pose_at([1.0, 2.0, 0.0], [0.0, 0.0, math.pi / 2]), atol=1e-12)
     np.testing.assert_array_equal(cov, covariance)
     off_diagonal = np.zeros((6, 6))
     off_diagonal[0, 1] = off_diagonal[1, 0] = 1e308

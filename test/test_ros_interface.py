@@ -19,7 +19,7 @@ import pytest
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
-from transforms3d.euler import euler2mat, euler2quat
+from transforms3d.euler import euler2quat
 
 from sa4depth_core.checkpoint import save_checkpoint
 from sa4depth_core.config import Config
@@ -36,6 +36,7 @@ from sa4depth_ros.stamps import stamp_msg
 from sa4depth_ros.sync import ApproximateSyncFallback
 from sa4depth_ros.tf_lookup import TF_STATIC_LISTENER_QOS
 from sa4depth_ros.tf_out import TF_STATIC_QOS, TFMessage
+from conftest import pose_at
 from test_perception_node import REPO, TIMEOUT, running_node
 
 NODE_PARAMS = ["input_width:=128", "input_height:=64", "publish_points:=true", "points_stride:=2"]
@@ -205,18 +206,11 @@ def test_set_pose_restarts_the_trajectory_at_the_given_pose(node):
     assert node.diagnostics(lambda d: d["odom_origin"] == "~/reset")
 
 
-def _pose(xyz, rpy) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = euler2mat(*rpy)
-    T[:3, 3] = xyz
-    return T
-
-
 @pytest.mark.skipif(TFMessage is None, reason="tf2_msgs is not built (scripts/build_tf2_msgs.sh)")
 def test_the_camera_mounting_comes_from_tf_and_never_gets_a_second_parent(node):
     c = node.client
-    base_mount = _pose([0.5, 0.0, 1.2], [0.0, 0.3, 0.1])
-    mount_cam = _pose([0.0, 0.1, 0.0], [-math.pi / 2, 0.0, -math.pi / 2])
+    base_mount = pose_at([0.5, 0.0, 1.2], [0.0, 0.3, 0.1])
+    mount_cam = pose_at([0.0, 0.1, 0.0], [-math.pi / 2, 0.0, -math.pi / 2])
     stamp = stamp_msg(1.0)
     statics, seen = c.node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS), []
     listener = c.node.create_subscription(TFMessage, "/tf_static", lambda m: seen.extend(m.transforms),
