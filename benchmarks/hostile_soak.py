@@ -39,6 +39,7 @@ from nav_msgs.msg import Odometry  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from process_memory import rss_mb  # noqa: E402
 from sa4depth_core.checkpoint import save_checkpoint  # noqa: E402
 from sa4depth_core.config import Config  # noqa: E402
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence  # noqa: E402
@@ -53,13 +54,6 @@ from sa4depth_ros.stamps import stamp_msg  # noqa: E402
 
 COUNT_KEYS = ("frames_received", "frames_processed", "frames_published", "frames_dropped_stale", "frames_rejected",
               "frames_failed", "frames_unpaired", "odometry_failed")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cpu_name() -> str:

@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from common import flags_line, machine  # noqa: E402
+from process_memory import rss_mb  # noqa: E402
 from sa4depth_core.checkpoint import save_checkpoint  # noqa: E402
 from sa4depth_core.config import Config  # noqa: E402
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence  # noqa: E402
@@ -49,13 +50,6 @@ from sa4depth_ros.frame_client import FrameClient  # noqa: E402
 from sa4depth_ros.ros_env import ensure_loopback_dds  # noqa: E402
 
 OUTPUTS = ("depth/image", "depth/camera_info", "odom", "path")  # what a typical consumer subscribes to
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _frames(size: tuple[int, int], tmp: Path, count: int = 8):
@@ -139,19 +133,19 @@ def open_loop(client: FrameClient, proc, images, K, rate: float, args, t0: float
     ten samples spread over the run; where the frames went (frame_accounting)."""
     before = settled_status(client, time.monotonic())  # the node counts since it started
     client.clear()
-    rss = {"start": _rss_mb(proc.pid)}
+    rss = {"start": rss_mb(proc.pid)}
     period, start = 1.0 / rate, time.monotonic()
     for i in range(args.frames):
         target = start + i * period
         time.sleep(max(0.0, target - time.monotonic()))
         client.send(images[i % len(images)], K, t0 + i * period)
         if i == args.frames // 2:
-            rss["middle"] = _rss_mb(proc.pid)
+            rss["middle"] = rss_mb(proc.pid)
         if i % max(1, args.frames // 10) == 0:
-            rss["max"] = max(rss.get("max", 0.0), _rss_mb(proc.pid))
+            rss["max"] = max(rss.get("max", 0.0), rss_mb(proc.pid))
     sent_for = time.monotonic() - start
     diag = settled_status(client, time.monotonic(), before)
-    rss["end"] = _rss_mb(proc.pid)
+    rss["end"] = rss_mb(proc.pid)
     rss["max"] = max(rss["max"], rss["end"])
     received = client.count("depth/image")
     frames, losses = account_frames(args.frames, counts_since(diag, before), {"depth": received})
