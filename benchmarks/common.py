@@ -25,7 +25,7 @@ from sa4depth_core.eval.odometry_metrics import absolute_to_relative, odometry_e
 from sa4depth_core.eval.scale_consistency import frame_scale_ratios, pose_depth_scale_ratios  # noqa: E402
 from sa4depth_core.backends import make_networks  # noqa: E402
 from sa4depth_core.backends.hardware import cpu_flags, native_bf16  # noqa: E402
-from sa4depth_core.infer import LoadedModel  # noqa: E402
+from sa4depth_core.loaded_model import LoadedModel  # noqa: E402
 from sa4depth_core.train.trainer import Trainer  # noqa: E402
 from sa4depth_core.eval.run_model import run_sequence  # noqa: E402
 from sa4depth_core.geometry import invert_transform  # noqa: E402

@@ -26,7 +26,7 @@ from sa4depth_core.config import load_config
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.eval.odometry_metrics import absolute_to_relative, odometry_errors, pair_errors, snippet_ate
 from sa4depth_core.eval.run_model import run_sequence
-from sa4depth_core.infer import LoadedModel, load_model
+from sa4depth_core.loaded_model import LoadedModel, load_model
 from sa4depth_core.model import SA4DepthModel
 from sa4depth_core.odometry import OdometryEstimator
 from sa4depth_core.pipeline_options import PipelineOptions

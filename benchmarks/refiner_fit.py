@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from common import RESULTS, evaluate, machine, save_result, summarize, train, trained_model
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 from worlds import worlds
 
 STARTS = ("without refinement (Monodepth2 loss)", "with refinement (SA4Depth)")

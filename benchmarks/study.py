@@ -57,7 +57,7 @@ from sa4depth_core.config import load_config
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.data.sequence import TripletDataset
 from sa4depth_core.geometry import invert_transform, se3_log
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 from sa4depth_core.model import SA4DepthModel
 from sa4depth_core.networks.depth_decoder import disp_to_depth
 from sa4depth_core.train.trainer import collate, seed_everything

@@ -24,7 +24,8 @@ import torch
 from common import machine, save_result, trained_model
 from sa4depth_core.data.kitti_odometry import KittiOdometrySequence
 from sa4depth_core.eval.odometry_metrics import pair_errors
-from sa4depth_core.infer import DepthPredictor, load_model
+from sa4depth_core.infer import DepthPredictor
+from sa4depth_core.loaded_model import load_model
 from sa4depth_core.refine import TrustRegion
 from worlds import worlds
 

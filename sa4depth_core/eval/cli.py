@@ -21,7 +21,8 @@ from ..data.pose_io import save_kitti_poses, save_tum_poses
 from ..data.sources import open_sequences
 from ..errors import InputError
 from ..backends import BACKENDS, PRECISIONS, make_networks
-from ..infer import load_model, select_device
+from ..infer import select_device
+from ..loaded_model import load_model
 from .trajectory_plot import plot_trajectories
 from . import cli_odometry, cli_trajectory
 from .depth_metrics import evaluate_depth

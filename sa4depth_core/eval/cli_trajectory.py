@@ -26,7 +26,8 @@ from ..data.bag_ground_truth import (
 from ..data.bag_reader import COMPRESSED_TYPE, IMAGE_TYPE, ODOMETRY_TYPE, bag_topics, deserialize, open_bag
 from ..data.bag_sequence import BagImageSequence
 from ..errors import InputError
-from ..infer import DepthPredictor, load_model, select_device
+from ..infer import DepthPredictor, select_device
+from ..loaded_model import load_model
 from .cli_odometry import plot_path
 from .odometry_metrics import absolute_to_relative, odometry_errors, pair_errors, snippet_ate
 from .report import format_table, pair_columns
