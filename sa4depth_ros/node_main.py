@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import traceback
 
 import rclpy
 import torch
@@ -66,3 +67,17 @@ def run_node(make_node, node_name: str, args=None) -> int:
         sys.stderr.flush()
         os._exit(status)
     return status
+
+
+def answering(logger, handler):
+    """Service `handler` made to answer every call: an exception becomes success False with the
+    reason (left to the executor it would end the node and leave the caller waiting)."""
+    def serve(request, response):
+        try:
+            return handler(request, response)
+        except Exception as exc:  # noqa: BLE001
+            response.success, response.message = False, f"failed: {type(exc).__name__}: {exc}"
+            logger.error(response.message)
+            logger.debug(traceback.format_exc())
+            return response
+    return serve

@@ -24,7 +24,7 @@ from sa4depth_core.checkpoint import save_checkpoint
 from sa4depth_core.config import Config
 from sa4depth_core.data.pose_io import load_kitti_poses
 from sa4depth_core.errors import InputError
-from sa4depth_core.infer import load_model
+from sa4depth_core.loaded_model import load_model
 from sa4depth_ros.camera_info import K_to_camera_info
 from sa4depth_ros.image_codec import rgb_to_msg
 from sa4depth_ros.params import PERCEPTION, Settings
@@ -35,6 +35,7 @@ from test_perception_node import REPO, TIMEOUT, running_node
 FAULTS = """
 import sys, threading
 import sa4depth_core.pipeline as pipeline
+import sa4depth_ros.model_loader as loader
 import sa4depth_ros.perception_node as node
 
 def grey(x, value):
@@ -59,7 +60,7 @@ def faulty_process(self, rgb, K, stamp):
         result.odometry.pose_covariance = result.odometry.pose_covariance * float("nan")
     return result
 
-load = node.load_checked_model
+load = loader.load_checked_model
 never = threading.Event()
 def hanging_load(path, *args, **kwargs):
     if path and str(path).endswith("hang.pt"):
@@ -68,7 +69,7 @@ def hanging_load(path, *args, **kwargs):
 
 pipeline.DepthPredictor.depth, pipeline.OdometryEstimator.prepare = faulty_predict, faulty_step
 pipeline.PerceptionPipeline.process = faulty_process
-node.load_checked_model = hanging_load
+loader.load_checked_model = hanging_load
 sys.exit(node.main(sys.argv))
 """
 
