@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sa4depth_core.data.bag_reader import camera_topics
 from sa4depth_core.errors import InputError
 
 from .ros_env import PACKAGE, ensure_loopback_dds, share_file
@@ -75,9 +76,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--params-file", default=str(default_params_file()), help="node parameters YAML")
     p.add_argument("--checkpoint", default="", help="model checkpoint (empty: untrained, with a warning)")
     p.add_argument("--image-topic", default=None,
-                   help=f"image topic (default: image, or {KITTI_IMAGE} with --bag)")
+                   help=f"image topic (default: image, or with --bag the bag's camera, {KITTI_IMAGE} first)")
     p.add_argument("--camera-info-topic", default=None,
-                   help=f"CameraInfo topic (default: camera_info, or {KITTI_INFO} with --bag)")
+                   help="CameraInfo topic (default: camera_info, or with --bag the bag's camera's)")
     p.add_argument("--namespace", default="", help="namespace of the nodes (and of RViz)")
     p.add_argument("--scale-mode", default="camera_height", choices=("relative", "fixed", "camera_height"),
                    help="camera_height (metres from --camera-height, the default) | fixed | relative (network "
@@ -112,6 +113,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def replay_camera(bag: str) -> tuple[str, str]:
+    """The camera a replay feeds the node: KITTI's left colour camera when the bag has it, else the
+    bag's first camera (a grey KITTI bag has only camera_gray_left), else KITTI's topic names (the
+    player then says what the bag holds)."""
+    try:
+        return camera_topics(bag, prefer=KITTI_IMAGE) or (KITTI_IMAGE, KITTI_INFO)
+    except InputError:
+        return KITTI_IMAGE, KITTI_INFO
+
+
 def build_graph(args: argparse.Namespace) -> list[NodeSpec]:
     """The processes of sa4depth.launch.py, or of kitti_replay.launch.py when args.bag is set."""
     replay = bool(args.bag)
@@ -119,8 +130,8 @@ def build_graph(args: argparse.Namespace) -> list[NodeSpec]:
         raise InputError("--camera-height is required: the camera's height above the ground in metres sets the scale "
                          "of every output (with --scale-mode relative or fixed pass any value, e.g. 0)")
     sim_time = "true" if replay or args.use_sim_time else "false"
-    inputs = [("image", args.image_topic or (KITTI_IMAGE if replay else "image")),
-              ("camera_info", args.camera_info_topic or (KITTI_INFO if replay else "camera_info"))]
+    bag_camera = replay_camera(args.bag) if replay else ("image", "camera_info")
+    inputs = [("image", args.image_topic or bag_camera[0]), ("camera_info", args.camera_info_topic or bag_camera[1])]
     stream = {"image_transport": args.image_transport, "rectified_images": args.rectified_images}
     overrides = {
         "checkpoint": args.checkpoint,

@@ -99,16 +99,30 @@ def shutdown_counts(output: str) -> dict:
     return {key: int(value) if value.isdigit() else value for key, value in pairs}
 
 
-def test_a_kitti_size_bag_on_the_replay_graph_reaches_the_node_whole(ros_domain, tmp_path):
+def grey_kitti_bag(tmp_path, frames: int):
+    """A bag of KITTI's grey left camera (mono8, /kitti/camera_gray_left) at KITTI's size."""
+    import cv2
+
     from sa4depth_core.data.kitti2bag import convert
     from sa4depth_core.data.synth import generate_sequence
+
+    generate_sequence(tmp_path / "kitti", "00", num_frames=frames, height=370, width=1226, seed=3)
+    seq = tmp_path / "kitti" / "sequences" / "00"
+    (seq / "image_0").mkdir()
+    for png in sorted((seq / "image_2").glob("*.png")):
+        cv2.imwrite(str(seq / "image_0" / png.name), cv2.imread(str(png), cv2.IMREAD_GRAYSCALE))
+    bag = tmp_path / "bag"
+    convert(seq, bag, cameras=(0,))
+    return bag
+
+
+def test_a_grey_kitti_bag_on_the_replay_graph_reaches_the_node_whole(ros_domain, tmp_path):
     from sa4depth_ros.frame_client import FrameClient
 
     frames = 12
-    generate_sequence(tmp_path / "kitti", "00", num_frames=frames, height=375, width=1242, seed=3)
-    bag = tmp_path / "bag"
-    convert(tmp_path / "kitti" / "sequences" / "00", bag)
-    proc = _start_run(ros_domain, "--bag", str(bag), "--rate", "1")  # the graph's defaults, no loop
+    bag = grey_kitti_bag(tmp_path, frames)
+    # the graph's defaults, no loop: no image topic given, the replay finds the bag's grey camera
+    proc = _start_run(ros_domain, "--bag", str(bag), "--rate", "1")
     client = FrameClient(ros_domain, topics=("depth/image",), tf=False)
     try:
         # the player waits for the node's subscriptions, so every frame of the bag reaches it
@@ -119,7 +133,7 @@ def test_a_kitti_size_bag_on_the_replay_graph_reaches_the_node_whole(ros_domain,
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
-    assert f"/kitti/camera_color_left/image_raw: {frames}" in output, output
+    assert f"/kitti/camera_gray_left/image_raw: {frames}" in output, output
     counts = shutdown_counts(output)
     assert counts["images_arrived"] == counts["camera_infos_arrived"] == counts["frames_received"] == frames, counts
     accounted = sum(counts[k] for k in ("frames_processed", "frames_dropped_stale", "frames_rejected", "frames_failed"))

@@ -94,3 +94,16 @@ def deserialize(raw: bytes, msgtype: str, where: str):
         return BAG_TYPESTORE.deserialize_cdr(raw, msgtype)
     except Exception as exc:
         raise InputError(f"{where}: cannot decode a {msgtype} message ({type(exc).__name__}: {exc})") from exc
+
+
+def camera_topics(bag: str | Path, prefer: str = "") -> tuple[str, str] | None:
+    """(image topic, CameraInfo topic) of a camera in `bag`: an Image or CompressedImage topic whose
+    sibling `camera_info` topic holds CameraInfo (`<ns>/image_raw` pairs with `<ns>/camera_info`;
+    a compressed stream is named by its raw topic). `prefer` (an image topic) wins when the bag has
+    it; otherwise the first camera in name order; None when the bag has none."""
+    with open_bag(bag) as reader:
+        types = {c.topic: c.msgtype for c in reader.connections}
+    images = sorted({t.removesuffix("/compressed") for t, kind in types.items() if kind in (IMAGE_TYPE, COMPRESSED_TYPE)})
+    cameras = [(image, image.rsplit("/", 1)[0] + "/camera_info") for image in images]
+    cameras = [(image, info) for image, info in cameras if types.get(info) == CAMERA_INFO_TYPE]
+    return next((c for c in cameras if c[0] == prefer), cameras[0] if cameras else None)
