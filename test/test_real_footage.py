@@ -1,7 +1,8 @@
 """benchmarks/real_footage.py: the mounting fit on exact motions, and the whole script on its --quick
-budget (18 real frames, a 2-step start, 2 fine-tuning steps) in a temporary directory, so that the
+budget (18 real frames, a 2-step start, 2 fine-tuning steps, two rates) in a temporary directory, so that the
 script behind the README's real-footage table cannot rot."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,9 +71,10 @@ def test_quick_run_prints_every_column_and_resumes_from_its_saved_pieces(tmp_pat
         assert f"| {column} |" in report or f" {column} |" in report, column
     for method in ODOM_METHODS:
         assert method in report, method
-    for model in ("| demo start (no fine-tuning) |", "| demo start + SA4Depth (lr 5e-05) | 0 |",
-                  "| demo start + Monodepth2 loss (lr 5e-05) | 0 |"):
-        assert report.count(model) == 4, model  # depth, PoseNet, refined, classical + depth scale
+    assert "| demo start + SA4Depth | 0.0001 | 0 |" in report  # both rates of the grid on the validation frames
+    assert report.count("| demo start (no fine-tuning) |") == 4  # depth, PoseNet, refined, classical + depth scale
+    for arm in ("SA4Depth", "Monodepth2 loss"):
+        assert len(re.findall(rf"\| demo start \+ {arm} \(lr [0-9.e-]+\) \| 0 \|", report)) == 4, arm
     assert (tmp_path / "out" / "real_footage.md").read_text().strip() == report.strip()
     picture = cv2.imread(str(tmp_path / "out" / "real_footage_depth.png"))
     assert picture is not None and picture.shape[0] > 2 * picture.shape[1] * 186 / 672  # three rows
