@@ -4,11 +4,15 @@ The node reports its side in /diagnostics (perception_node.frame_counts): `frame
 (image + CameraInfo pairs handed over by the synchroniser) = `frames_dropped_stale` (replaced in
 the one-slot mailbox) + `frames_rejected` + `frames_failed` + `frames_processed` (+ the frame in
 progress), `frames_published` <= `frames_processed`, and `frames_unpaired` (messages the
-synchroniser discarded without a partner). A count the node does not report reads 'n/a'.
+synchroniser discarded without a partner); `images_arrived` and `camera_infos_arrived` count what
+reached it per stream. A count the node does not report reads 'n/a'. The node also logs them in
+one line when it shuts down (`shutdown_counts` reads it back).
 """
 from __future__ import annotations
 
 NODE_STAGES = (
+    ("images_arrived", "node: images arrived"),
+    ("camera_infos_arrived", "node: CameraInfos arrived"),
     ("frames_unpaired", "node: unpaired image/CameraInfo messages"),
     ("frames_received", "node: frames received (paired)"),
     ("frames_dropped_stale", "node: dropped stale (mailbox)"),
@@ -77,11 +81,19 @@ def account_frames(sent: int, node: dict, client: dict[str, int], output: str = 
     rows.update({label: "n/a" if n[key] is None else n[key] for key, label in NODE_STAGES})
     rows.update({f"client: {topic} received": value for topic, value in client.items()})
     findings = []
-    received = n["frames_received"]
-    if received is not None and received < sent:
+    received, arrived = n["frames_received"], n["images_arrived"]
+    never = ("they never reached the node's callbacks (DDS/QoS: a best-effort subscription loses what arrives "
+             "before it matched the sender, or while its history is full, and frames larger than the sender's "
+             "shared-memory segment)")
+    if arrived is not None and received is not None:  # the node tells transport losses from unpaired images
+        if arrived < sent:
+            findings.append(f"{sent - arrived} of {sent} images lost between the sender and the node: {never}")
+        if received < arrived:
+            findings.append(f"{arrived - received} of {arrived} images that arrived did not pair with a CameraInfo "
+                            f"(the synchroniser discarded {n['frames_unpaired']} unpaired message(s))")
+    elif received is not None and received < sent:
         where = (f"the synchroniser discarded {n['frames_unpaired']} unpaired message(s)" if n["frames_unpaired"]
-                 else "they never reached the node's callbacks (DDS/QoS: a best-effort subscription loses what "
-                      "arrives before it matched the sender, or while its history is full)")
+                 else never)
         findings.append(f"{sent - received} of {sent} frames lost between the sender and the node: {where}")
     for key, what in (("frames_dropped_stale", "replaced in the node's mailbox before processing (the node was "
                                                 "slower than the input)"),
@@ -99,3 +111,12 @@ def account_frames(sent: int, node: dict, client: dict[str, int], output: str = 
         findings.append(f"{n['frames_published'] - client[output]} of {n['frames_published']} published {output} "
                         "messages did not reach the client")
     return rows, findings
+
+
+def shutdown_counts(output: str) -> dict:
+    """The node's 'frame counts at shutdown:' line in a log as {name: int or str}; {} without one."""
+    line = next((line for line in output.splitlines() if "frame counts at shutdown:" in line), None)
+    if line is None:
+        return {}
+    pairs = (item.split("=", 1) for item in line.split("frame counts at shutdown:", 1)[1].split() if "=" in item)
+    return {key: int(value) if value.isdigit() else value for key, value in pairs}

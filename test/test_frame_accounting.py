@@ -3,18 +3,21 @@ stage where it happened, and counts the node does not report read 'n/a'."""
 from sa4depth_ros.frame_accounting import account_frames, counts_since, frame_ranges, node_settled
 
 
-def _node(received=10, unpaired=0, stale=0, rejected=0, failed=0, processed=None, published=None):
+def _node(received=10, unpaired=0, stale=0, rejected=0, failed=0, processed=None, published=None, arrived=None):
     processed = received - stale - rejected - failed if processed is None else processed
     values = {"frames_received": received, "frames_unpaired": unpaired, "frames_dropped_stale": stale,
               "frames_rejected": rejected, "frames_failed": failed, "frames_processed": processed,
               "frames_published": processed if published is None else published}
+    if arrived is not None:  # a node that counts what arrived per stream
+        values.update(images_arrived=arrived, camera_infos_arrived=arrived)
     return {k: str(v) for k, v in values.items()}  # diagnostics carry strings
 
 
 def test_nothing_lost_means_no_findings_and_the_rows_in_stream_order():
     rows, findings = account_frames(10, _node(), {"depth": 10, "odom": 10})
     assert findings == []
-    assert list(rows) == ["sent: images", "node: unpaired image/CameraInfo messages", "node: frames received (paired)",
+    assert list(rows) == ["sent: images", "node: images arrived", "node: CameraInfos arrived",
+                          "node: unpaired image/CameraInfo messages", "node: frames received (paired)",
                           "node: dropped stale (mailbox)", "node: rejected (bad input)", "node: failed",
                           "node: processed", "node: published", "client: depth received", "client: odom received"]
     assert rows["node: published"] == 10 and rows["client: odom received"] == 10
@@ -24,7 +27,7 @@ def test_each_loss_is_named_where_it_happened():
     _, findings = account_frames(12, _node(received=10), {"depth": 10})
     assert findings == ["2 of 12 frames lost between the sender and the node: they never reached the node's callbacks "
                         "(DDS/QoS: a best-effort subscription loses what arrives before it matched the sender, or "
-                        "while its history is full)"]
+                        "while its history is full, and frames larger than the sender's shared-memory segment)"]
     _, findings = account_frames(12, _node(received=10, unpaired=2), {"depth": 10})
     assert findings == ["2 of 12 frames lost between the sender and the node: the synchroniser discarded 2 unpaired "
                         "message(s)"]
@@ -35,6 +38,14 @@ def test_each_loss_is_named_where_it_happened():
     assert findings == ["1 processed frames were not published", "1 of 9 published depth messages did not reach the client"]
     _, findings = account_frames(10, _node(processed=8), {"depth": 8})
     assert findings == ["2 frames still in the node (mailbox or in progress) when counted"]
+
+
+def test_images_lost_in_transport_are_told_from_images_that_did_not_pair():
+    _, findings = account_frames(12, _node(received=8, unpaired=2, arrived=10), {"depth": 8})
+    assert findings[0].startswith("2 of 12 images lost between the sender and the node: they never reached")
+    assert findings[1] == ("2 of 10 images that arrived did not pair with a CameraInfo (the synchroniser discarded 2 "
+                           "unpaired message(s))")
+    assert account_frames(10, _node(arrived=10), {"depth": 10})[1] == []
 
 
 def test_counts_a_node_does_not_report_read_na_and_do_not_block_waiting():

@@ -15,6 +15,7 @@ import sys
 
 import pytest
 
+from sa4depth_ros.frame_accounting import shutdown_counts
 from test_launch_config import _start_run
 from test_perception_node import REPO, TIMEOUT, running_node
 
@@ -92,13 +93,6 @@ def test_camera_infos_without_images_are_counted_and_named_with_the_fix(node, ro
     assert str(PROFILE) in after["message"] and after["level"] == 1, after["message"]
 
 
-def shutdown_counts(output: str) -> dict:
-    """The node's 'frame counts at shutdown:' line as {name: int}."""
-    line = next(line for line in output.splitlines() if "frame counts at shutdown:" in line)
-    pairs = (item.split("=") for item in line.split("frame counts at shutdown:")[1].split())
-    return {key: int(value) if value.isdigit() else value for key, value in pairs}
-
-
 def grey_kitti_bag(tmp_path, frames: int):
     """A bag of KITTI's grey left camera (mono8, /kitti/camera_gray_left) at KITTI's size."""
     import cv2
@@ -135,6 +129,7 @@ def test_a_grey_kitti_bag_on_the_replay_graph_reaches_the_node_whole(ros_domain,
     assert proc.returncode == 0, output
     assert f"/kitti/camera_gray_left/image_raw: {frames}" in output, output
     counts = shutdown_counts(output)
+    assert counts, output
     assert counts["images_arrived"] == counts["camera_infos_arrived"] == counts["frames_received"] == frames, counts
     accounted = sum(counts[k] for k in ("frames_processed", "frames_dropped_stale", "frames_rejected", "frames_failed"))
     assert accounted == frames and counts["frames_rejected"] == counts["frames_failed"] == 0, counts
