@@ -52,6 +52,7 @@ from .diagnostics import ERROR, OK, WARN, make_array, make_status, worst_level
 from .image_codec import decode_rgb
 from .node_main import run_node, torch_device
 from .input_subscription import INPUT_REFRESH_S, CameraInput
+from .input_watch import InputWatch
 
 NODE_NAME = "trainer_node"
 RECENT_S = 30.0  # a write error or rollback stays in the diagnostics message this long
@@ -97,6 +98,7 @@ class TrainerNode(Node):
             self, self.resolve_topic_name("image") + "/compressed" if compressed else "image",
             None if any(v["intrinsics"]) else "camera_info", self._on_frame, v["qos.image"], slop=v["sync_slop"],
             image_type=CompressedImage if compressed else Image, log=self.get_logger().info)
+        self._input_watch = InputWatch(self._input)
         self.create_timer(INPUT_REFRESH_S, self._input.refresh, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.create_service(Trigger, "~/start", self._srv_start, callback_group=control)
         self.create_service(Trigger, "~/pause", self._srv_pause, callback_group=control)
@@ -141,6 +143,7 @@ class TrainerNode(Node):
     # -- input ----------------------------------------------------------------------------------
     def _on_frame(self, image, info) -> None:
         self._frames_in += 1
+        self._input_watch.paired()
         try:
             rgb, K = self._pinhole(decode_rgb(image), info, params.intrinsics_matrix(self.values["intrinsics"]))
             self.learner.add_frame(rgb, K, stamp_seconds(image.header.stamp))
@@ -250,12 +253,19 @@ class TrainerNode(Node):
             problems.append((WARN, s["last_rollback"]))
         if not self._announce_ok:
             problems.append((WARN, self._announce))
+        input_problem = self._input_watch.problem(self.values["sync_slop"])
+        if input_problem:
+            problems.append((WARN, input_problem))
+        received = self._input.received
         values = {
             "state": state,
             "steps": s["step"],
             "steps_per_s": self.trainer.steps_per_second(),
             **{k: v for k, v in s.items() if k != "step"},
             "frames_received": self._frames_in,
+            "images_arrived": received["image"],
+            "camera_infos_arrived": received["camera_info"],
+            "input_qos": self._input.describe(),
             "frames_undecodable": self._decode_rejected,
             "last_problem": self._last_problem or "none",
             "perception_update": self._announce,
