@@ -117,18 +117,19 @@ def train(cfg_overrides: list[str], train_seqs: list[tuple[Path, str]], out_dir:
     return trainer
 
 
-def trained_model(name: str, refine: bool, steps: int = 400, seed: int = 0, size=(64, 192)) -> Path:
+def trained_model(name: str, refine: bool, steps: int = 400, seed: int = 0, size=(64, 192), runs: Path | None = None,
+                  train_frames: int = 120) -> Path:
     """best.pt of a model trained on the training worlds (SA4Depth, or the Monodepth2 loss when
-    `refine` is False), trained once and kept in benchmarks/results/runs/<name> for the benchmarks
-    that only need some trained model (delete the folder to train anew)."""
+    `refine` is False), trained once and kept in <runs>/<name> (default benchmarks/results/runs)
+    for the benchmarks that only need some trained model (delete the folder to train anew)."""
     from worlds import worlds
 
     h, w = size
-    out = RESULTS / "runs" / name
+    out = (RESULTS / "runs" if runs is None else Path(runs)) / name
     if not (out / "best.pt").exists():
         train([f"model.height={h}", f"model.width={w}", "train.batch_size=4", "train.epochs=1000",
                f"train.max_steps={steps}", "train.val_every=1000000", "train.save_every=1000000", "train.lr=2e-4",
-               f"train.seed={seed}", f"refine.enabled={str(refine).lower()}"], worlds("train", h, w, 120), out)
+               f"train.seed={seed}", f"refine.enabled={str(refine).lower()}"], worlds("train", h, w, train_frames), out)
     return out / "best.pt"
 
 
@@ -138,10 +139,11 @@ ODOMETRY_KEYS = ("ate_7dof", "ate5", "t_err", "pose_depth_ratio_mean", "pose_dep
 
 
 def evaluate(trainer_or_model, cfg, seqs: list[tuple[Path, str]], max_frames: int = 0, odometry: bool = True,
-             backend: str = "torch", precision: str = "fp32") -> dict:
+             backend: str = "torch", precision: str = "fp32", modes=("posenet", "refined"), options=None) -> dict:
     """Depth (median-scaled AbsRel, d1; AbsRel with one scale per sequence and one for all),
-    scale consistency and, with `odometry`, PoseNet-only and refined odometry on held-out sequences;
-    the networks run on `backend` at `precision` (backends.make_networks)."""
+    scale consistency and, with `odometry`, the odometry of each of `modes` (run_model.run_sequence:
+    "posenet", "refined", or a fusion name) on held-out sequences, with the pipelines' `options`
+    (None: the node's defaults); the networks run on `backend` at `precision` (backends.make_networks)."""
     model = trainer_or_model.model if hasattr(trainer_or_model, "model") else trainer_or_model
     # the features count as trained only where training ran the refinement
     loaded = LoadedModel(model.eval(), cfg, "benchmark", "benchmark", True, cfg.refine.enabled)
@@ -151,7 +153,8 @@ def evaluate(trainer_or_model, cfg, seqs: list[tuple[Path, str]], max_frames: in
     for root, s in seqs:
         seq = KittiOdometrySequence(root, s)
         frames = range(min(len(seq), max_frames) if max_frames else len(seq))
-        run = run_sequence(loaded, seq, torch.device("cpu"), frames, odometry=odometry, nets=nets)
+        run = run_sequence(loaded, seq, torch.device("cpu"), frames, odometry=odometry, nets=nets, refine_modes=modes,
+                           options=options)
         g = [seq.gt_depth(i) for i in frames]
         gts += g
         preds += run.depths
@@ -177,8 +180,8 @@ def evaluate(trainer_or_model, cfg, seqs: list[tuple[Path, str]], max_frames: in
                 "pose_depth_ratio_std_over_mean": pd["std_over_mean"],
                 **{key: pairs[key] for key in PAIR_KEYS},
             }
-            if mode == "refined":
-                seq_out[mode]["acceptance"] = run.acceptance
+            if mode in run.acceptances:
+                seq_out[mode]["acceptance"] = run.acceptances[mode]
         out["sequences"][str(root.name)] = seq_out
     depth = evaluate_depth(gts, preds, pred_kind="depth", crop="none")
     out["abs_rel"] = depth["metrics"]["abs_rel"]

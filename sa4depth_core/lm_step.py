@@ -261,6 +261,23 @@ def _solve_spd(A: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return x, chol_ok | lu_ok
 
 
+def add_prior(H: torch.Tensor, g: torch.Tensor, error: torch.Tensor, information: torch.Tensor,
+              variance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normal equations with a prior residual e on the twist added.
+
+    The step solves (H + s Λ) δ = -(g + s Λ e): the features' H and g assume unit residual
+    variance, so the prior's information Λ is brought to their units by the residual variance s.
+    e = Log(T Tp^-1) moves by δ to first order under the left update T <- Exp(δ) T.
+
+    Args:
+        H: (B,6,6); g: (B,6); error: (B,6) e; information: (B,6,6) Λ; variance: (B,) s.
+    Returns:
+        H (B,6,6), g (B,6)
+    """
+    weighted = variance[:, None, None] * information
+    return H + weighted, g + (weighted @ error[..., None])[..., 0]
+
+
 def damped_step(
     H: torch.Tensor, g: torch.Tensor, damping: torch.Tensor, ok: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ from .networks.feature_net import FeatureNet
 from .networks.monodepth2_io import load_imagenet_resnet
 from .networks.pose_decoder import PoseNet
 from .networks.resnet_encoder import ResnetEncoder
-from .refine import FeatureMetricRefiner, RefineResult, TrustRegion
+from .refine import FeatureMetricRefiner, PosePrior, RefineResult, TrustRegion
 
 
 class SA4DepthModel(nn.Module):
@@ -133,7 +133,8 @@ class SA4DepthModel(nn.Module):
     def pose_step(self, target: torch.Tensor, source: torch.Tensor, offset: int, depth_t: torch.Tensor,
                   K: torch.Tensor, feats_t=None, feats_s=None, trust: TrustRegion | None = None,
                   networks=None, refiner: FeatureMetricRefiner | None = None,
-                  posenet: torch.Tensor | None = None) -> tuple[torch.Tensor, RefineResult]:
+                  posenet: torch.Tensor | None = None, prior: PosePrior | None = None,
+                  cost_reference: torch.Tensor | None = None) -> tuple[torch.Tensor, RefineResult]:
         """The refined-pose step shared by training, validation scoring and odometry: PoseNet's
         T_t->s, then its feature-metric LM refinement with the target depth (see refine.py).
 
@@ -148,6 +149,7 @@ class SA4DepthModel(nn.Module):
                 model's refiner either way, or `refiner` (e.g. its with_budget() copy at inference).
             posenet: PoseNet's T_t->s (B,4,4) when already computed (odometry computes it beside
                 the depth network).
+            prior, cost_reference: passed to the refiner (FeatureMetricRefiner.forward).
         Returns:
             PoseNet's T_t->s (B,4,4), RefineResult
         """
@@ -155,4 +157,4 @@ class SA4DepthModel(nn.Module):
         T0 = nets.relative_pose(target, source, offset) if posenet is None else posenet
         feats_t = nets.feature_net(target) if feats_t is None else feats_t
         feats_s = nets.feature_net(source) if feats_s is None else feats_s
-        return T0, (refiner or self.refiner)(depth_t, K, T0, feats_t, feats_s, trust)
+        return T0, (refiner or self.refiner)(depth_t, K, T0, feats_t, feats_s, trust, prior, cost_reference)

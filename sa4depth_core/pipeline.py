@@ -34,6 +34,7 @@ from .data.pose_io import save_kitti_poses, save_tum_poses
 from .errors import InputError
 from .geometry import invert_transform, se3_adjoint, so3_log
 from .infer import DepthPredictor
+from .input_checks import check_covariance, check_rigid_transform
 from .loaded_model import LoadedModel, network_size
 from .odometry import LOST_VARIANCE, OdometryEstimator, Tracking
 from .pipeline_options import PipelineOptions
@@ -206,14 +207,9 @@ class PerceptionPipeline:
         The saved camera trajectory starts anew either way."""
         origin = None
         if pose is not None:
-            pose = np.asarray(pose, dtype=np.float64)
-            covariance = np.zeros((6, 6)) if covariance is None else np.asarray(covariance, dtype=np.float64)
-            if pose.shape != (4, 4) or not np.isfinite(pose).all() or not np.allclose(
-                    pose[:3, :3] @ pose[:3, :3].T, np.eye(3), atol=1e-6):
-                raise InputError("a reset pose must be a finite (4,4) rigid transform")
-            if covariance.shape != (6, 6) or not np.isfinite(covariance).all() or np.any(np.diag(covariance) < 0):
-                raise InputError("a reset covariance must be a finite (6,6) matrix with a non-negative diagonal")
-            origin = OdomOrigin(pose, 0.5 * (covariance + covariance.T))
+            pose = check_rigid_transform(pose, "a reset pose")
+            covariance = np.zeros((6, 6)) if covariance is None else check_covariance(covariance, "a reset covariance")
+            origin = OdomOrigin(pose, covariance)
         self.estimator.restart_reference()
         self._trajectory.clear()
         self._reset_odometry_state(torch.eye(4, dtype=_F64))

@@ -11,8 +11,9 @@ from transforms3d.euler import euler2mat
 
 from .backends import plan
 from .errors import InputError
+from .input_checks import check_rigid_transform
 from .network_input import network_size_problem
-from .odometry import LOST_VARIANCE, ON_FAILURE
+from .odometry import FUSIONS, LOST_VARIANCE, ON_FAILURE
 from .refine import TrustRegion
 from .scale import ScaleEstimator
 
@@ -29,6 +30,21 @@ def pose_from_xyz_rpy(values) -> np.ndarray:
     return T
 
 
+# PoseNet's error per DoF (translation x, y, z / median depth; rotation x, y, z in degrees): RMS
+# of a briefly trained 64x192 SA4Depth model's PoseNet on the validation worlds (benchmarks/fusion.py)
+POSENET_SIGMA = (0.01, 0.01, 0.01, 0.5, 0.5, 0.5)
+
+
+def _numbers(value) -> bool:
+    """Whether `value` is a sequence of real numbers (no strings, no booleans)."""
+    try:
+        items = list(value)
+    except TypeError:
+        return False
+    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+               for v in items)
+
+
 @dataclass
 class PipelineOptions:
     """Settings of a PerceptionPipeline (all can change between frames via `configure`).
@@ -38,6 +54,15 @@ class PipelineOptions:
     on_failure: see OdometryEstimator ("hold" keeps the last pose when refinement fails).
     trust: the trust region a refined motion must stay in around PoseNet's (refine.TrustRegion).
     refine_iterations, refine_max_points: the LM solver's budget per level (0 = the model's).
+    fusion: how the published motion combines PoseNet's and the LM's (odometry.FUSIONS): "lm"
+        the LM's pose, "posenet" PoseNet's alone (no solve), "prior" PoseNet's pose as a prior
+        inside the solve, "covariance" both weighed by their covariances after the solve,
+        "direction" the LM's rotation and |t| with PoseNet's translation direction. The
+        published covariance is the fused estimate's.
+    posenet_sigma: PoseNet's per-DoF standard deviation, translation x, y, z as fractions of the
+        frame's median depth, rotation x, y, z in degrees (camera axes), calibrated on
+        validation worlds (benchmarks/fusion.py); the prior's and the fusions' uncertainty of
+        PoseNet, and the covariance of PoseNet-only steps.
     backend, precision, threads: what runs the depth, pose and feature networks
         (backends.make_networks: auto picks the fastest that works here; threads 0 = torch's).
     parallel: run the depth network in a second thread beside PoseNet and the feature network
@@ -60,6 +85,8 @@ class PipelineOptions:
     trust: TrustRegion = field(default_factory=TrustRegion)
     refine_iterations: int = 0
     refine_max_points: int = 0
+    fusion: str = "lm"
+    posenet_sigma: tuple = POSENET_SIGMA
     backend: str = "torch"
     precision: str = "fp32"
     threads: int = 0
@@ -80,10 +107,13 @@ class PipelineOptions:
         plan(self.backend, self.precision, torch.device("cpu"))  # raises for unknown names
         if self.on_failure not in ON_FAILURE:
             raise InputError(f"on_failure '{self.on_failure}' is not one of {', '.join(ON_FAILURE)}")
-        T = np.asarray(self.base_from_camera, dtype=np.float64)
-        if T.shape != (4, 4) or not np.isfinite(T).all() or not np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3),
-                                                                            atol=1e-6):
-            raise InputError("base_from_camera must be a finite (4,4) rigid transform")
+        check_rigid_transform(self.base_from_camera, "base_from_camera")
+        if self.fusion not in FUSIONS:
+            raise InputError(f"fusion '{self.fusion}' is not one of {', '.join(FUSIONS)}")
+        sigma = np.asarray(self.posenet_sigma, dtype=np.float64) if _numbers(self.posenet_sigma) else None
+        if sigma is None or sigma.shape != (6,) or not (np.isfinite(sigma).all() and (sigma > 0).all()):
+            raise InputError(f"posenet_sigma must be 6 positive numbers (translation x, y, z as fractions of the "
+                             f"median depth, rotation x, y, z in degrees), got {self.posenet_sigma!r}")
         for name in ("refine_iterations", "refine_max_points"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:

@@ -1,6 +1,7 @@
 """Differentiable Levenberg-Marquardt refinement of a relative pose on learned feature maps.
 
-This is the SA4Depth core, built as in PixLoc (research/sa4depth_paper.md §6.1). The target
+This is the SA4Depth core (arXiv 2605.28477), built as PixLoc's solver (Sarlin et al., CVPR
+2021; the README's method notes list what the paper leaves open and what was chosen). The target
 depth lifts the target pixels to 3-D. The current pose T_t->s moves them into the source camera.
 A damped Gauss-Newton step on the residual r = F_s(p') - F_t(p) then updates the pose as
 T <- Exp(delta) T. The residual is weighted by confidence and robustified.
@@ -25,7 +26,16 @@ Choices the notes leave open, and why:
     acceptance test (a TrustRegion): the finest level's cost at the start and at the result,
     on the points valid at both poses, must not have risen, the result must be finite, and it
     must stay within a trust region around the start (PoseNet's pose). Descent alone is not
-    enough: a solve can slide into another, lower minimum far from the true pose.
+    enough: a solve can slide into another, lower minimum far from the true pose. A solve
+    that ends in a local minimum near its start passes all of that, but its cost stays far
+    above what converged solves of the same features reach (on the Middlebury pair 0.035
+    against 0.0045): with a reference cost from the caller (odometry: the median of its
+    recently accepted solves) the test also rejects a final cost above
+    TrustRegion.max_cost_ratio times the reference.
+  * A prior on the pose (PosePrior, e.g. PoseNet's motion with its calibrated uncertainty)
+    enters every step as a second residual: (H + s Λp) δ = -(g + s Λp e), e = Log(T Tp^-1),
+    with s the level's mean cost, the residual variance the published covariance H^-1 s
+    assumes, so the prior weighs against the features' information in the same units.
 """
 from __future__ import annotations
 
@@ -40,11 +50,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputError
-from .geometry import backproject, scale_intrinsics, se3_exp, so3_log
-from .lm_step import (Linearization, all_finite, damped_step, is_informative, linearize, normal_equations,
-                      source_maps)
+from .geometry import backproject, invert_transform, scale_intrinsics, se3_exp, se3_log, so3_log
+from .lm_step import (Linearization, add_prior, all_finite, damped_step, is_informative, linearize,
+                      normal_equations, source_maps)
 
 LOG10_DAMPING_RANGE = (-6.0, 5.0)  # learned damping lives in 10^[a, b] (PixLoc's DampingNet)
+MAX_COST_RATIO = 3.0  # see TrustRegion; chosen on validation worlds by benchmarks/fusion.py
+
+
+class PosePrior(NamedTuple):
+    """A prior on the refined pose: pose (B,4,4) T_t->s and information (B,6,6), the inverse
+    covariance of the left twist e = Log(T pose^-1) (translation first, the pose's units)."""
+
+    pose: torch.Tensor
+    information: torch.Tensor
+
 def resize_depth(depth: torch.Tensor, ok: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Masked area average of valid depths.
 
@@ -82,6 +102,9 @@ class TrustRegion:
     max_rotation_deg: largest rotation between the start and the result.
     max_translation: largest change of the translation, as a fraction of the target's median
         depth, so the bound does not depend on the networks' scene scale.
+    max_cost_ratio: largest final cost, as a multiple of a reference cost that converged solves
+        of the same features reach (only when the caller gives one), so the bound does not
+        depend on the features' scale either.
 
     The defaults are about twice the largest move of a refinement that improved on PoseNet over
     177 frame pairs of three validation worlds (2.2 deg and 0.072 x the median depth, with a
@@ -91,10 +114,12 @@ class TrustRegion:
 
     max_rotation_deg: float = 5.0
     max_translation: float = 0.15
+    max_cost_ratio: float = MAX_COST_RATIO
 
     def __post_init__(self):
-        if not (self.max_rotation_deg > 0 and self.max_translation > 0):
-            raise InputError(f"trust region bounds must be > 0, got {self.max_rotation_deg} deg, {self.max_translation}")
+        if not (self.max_rotation_deg > 0 and self.max_translation > 0 and self.max_cost_ratio >= 1):
+            raise InputError(f"trust region bounds must be > 0 and the cost ratio >= 1, got {self.max_rotation_deg} "
+                             f"deg, {self.max_translation}, cost ratio {self.max_cost_ratio}")
 
 
 @dataclass
@@ -105,7 +130,8 @@ class Acceptance:
     valid at both poses (num_common (B,) of them). rotation_deg, translation (B,): how far the
     result moved from the start (translation as a fraction of the median target depth).
     accepted (B,) bool: solved, finite, enough common points, cost not higher than at the
-    start, and inside the trust region.
+    start, inside the trust region, and (with a reference) cost_final at most
+    TrustRegion.max_cost_ratio times the reference.
     """
 
     cost_start: torch.Tensor
@@ -129,7 +155,8 @@ class RefineResult:
     level_poses: list of (B,4,4), coarse to fine, each still attached to its graph (the last
     one is `pose`). level_stats: list of LevelStats, coarse to fine.
     success (B,) bool: every step of every level solved.
-    hessian (B,6,6): undamped Gauss-Newton H of the last step (zeros where it failed).
+    hessian (B,6,6): undamped Gauss-Newton H of the features' residuals at the last step (zeros
+    where it failed), without a prior's information.
     acceptance: the acceptance test when a TrustRegion was given, else None.
     """
 
@@ -279,7 +306,8 @@ class FeatureMetricRefiner(nn.Module):
         return self.fixed_damping[level]
 
     def forward(self, depth_t: torch.Tensor, K: torch.Tensor, T_init: torch.Tensor, feats_t, feats_s,
-                trust: TrustRegion | None = None) -> RefineResult:
+                trust: TrustRegion | None = None, prior: PosePrior | None = None,
+                cost_reference: torch.Tensor | None = None) -> RefineResult:
         """Refine T_t->s.
 
         Args:
@@ -288,6 +316,9 @@ class FeatureMetricRefiner(nn.Module):
             T_init: (B,4,4) initial target -> source pose.
             feats_t, feats_s: per level, coarse to fine, (features (B,C,h,w), confidence (B,1,h,w)).
             trust: when given, also test each result for acceptance (RefineResult.acceptance).
+            prior: when given, a prior on the pose inside every step (see the module notes).
+            cost_reference: (B,) cost that converged solves of these features reach, for the
+                acceptance's cost-ratio test (NaN or None: no such test).
         Returns:
             RefineResult. It is computed in float64 if the features are float64, otherwise in
             float32, with autocast off.
@@ -306,13 +337,14 @@ class FeatureMetricRefiner(nn.Module):
                     T = T.detach()
                 problem = self._level_problem(level, depth, depth_ok, K.to(dtype), f_t.to(dtype), c_t.to(dtype),
                                               f_s.to(dtype), c_s.to(dtype))
-                T, level_stats, hessian = self._refine_level(level, T, problem)
+                T, level_stats, hessian = self._refine_level(level, T, problem, prior)
                 poses.append(T)
                 stats.append(level_stats)
             success = torch.stack([s.success for s in stats]).all(0)
             acceptance = None
             if trust is not None:
-                acceptance = self._accept(problem, T_init.to(dtype), T, depth, depth_ok, success, trust)
+                acceptance = self._accept(problem, T_init.to(dtype), T, depth, depth_ok, success, trust,
+                                          cost_reference)
         return RefineResult(pose=T, level_poses=poses, level_stats=stats, success=success, hessian=hessian,
                             acceptance=acceptance)
 
@@ -336,15 +368,22 @@ class FeatureMetricRefiner(nn.Module):
         return linearize(T, problem.points, problem.ok, problem.feat, problem.conf, problem.source, problem.K,
                          self.margin, self.robust_alpha, self.robust_scale)
 
-    def _refine_level(self, level: int, T: torch.Tensor, problem: LevelProblem):
-        """LM iterations at one level; returns the pose, LevelStats and the last H."""
+    def _refine_level(self, level: int, T: torch.Tensor, problem: LevelProblem, prior: PosePrior | None = None):
+        """LM iterations at one level; returns the pose, LevelStats and the last H (without the prior)."""
         B = T.shape[0]
         damping = self.damping(level).to(T.dtype)
         solved_all = torch.ones(B, dtype=torch.bool, device=T.device)
+        if prior is not None:
+            prior_inv = invert_transform(prior.pose.to(T.dtype))
+            information = prior.information.to(T.dtype)
         for _ in range(self.iterations[level]):
             lin = self._linearize(problem, T)
             H, g = normal_equations(lin)
-            delta, solved = damped_step(H, g, damping, is_informative(lin, self.min_valid_points))
+            H_step, g_step = H, g
+            if prior is not None:
+                variance = lin.cost.sum(1) / lin.valid.sum(1).clamp(min=1)
+                H_step, g_step = add_prior(H, g, se3_log(T @ prior_inv), information, variance)
+            delta, solved = damped_step(H_step, g_step, damping, is_informative(lin, self.min_valid_points))
             T = se3_exp(delta) @ T
             solved_all = solved_all & solved
         num_valid = lin.valid.sum(1).to(T.dtype)
@@ -358,7 +397,7 @@ class FeatureMetricRefiner(nn.Module):
 
     @torch.no_grad()
     def _accept(self, problem: LevelProblem, T_start, T_final, depth, depth_ok, success,
-                trust: TrustRegion) -> Acceptance:
+                trust: TrustRegion, cost_reference: torch.Tensor | None = None) -> Acceptance:
         """The acceptance test of the finest level's result against its start (see TrustRegion)."""
         T_final = T_final.detach()
         start, final = self._linearize(problem, T_start), self._linearize(problem, T_final)
@@ -379,6 +418,11 @@ class FeatureMetricRefiner(nn.Module):
             (translation <= trust.max_translation,
              f"it moved more than {trust.max_translation:g} x the median depth from the start"),
         )
+        if cost_reference is not None:
+            reference = torch.as_tensor(cost_reference, dtype=cost_final.dtype, device=cost_final.device)
+            # NaN (no reference yet) passes: the comparison below is False only for a real excess
+            excess = cost_final > trust.max_cost_ratio * reference.expand_as(cost_final)
+            checks += ((~excess, f"its cost stayed above {trust.max_cost_ratio:g} x what converged solves reach"),)
         accepted = torch.ones_like(success)
         reasons = [""] * len(success)
         for ok, text in checks:

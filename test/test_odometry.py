@@ -302,9 +302,9 @@ def test_a_lighter_solve_at_inference_shares_the_trained_damping(refining, frame
     calls = []
     original = light.__class__._refine_level
 
-    def counting(self, level, T, problem):
+    def counting(self, level, T, problem, *rest):
         calls.append((level, problem.points.shape[-1]))
-        return original(self, level, T, problem)
+        return original(self, level, T, problem, *rest)
 
     light.__class__._refine_level = counting
     try:

@@ -10,12 +10,14 @@ from sa4depth_core.geometry import (
     make_transform,
     project,
     se3_exp,
+    se3_log,
     so3_exp,
     so3_log,
     transform_points,
 )
 from sa4depth_core.networks.feature_net import FeatureNet
 from sa4depth_core.lm_step import (
+    add_prior,
     damped_step,
     is_informative,
     linearize,
@@ -25,7 +27,7 @@ from sa4depth_core.lm_step import (
     robust_weight,
     source_maps,
 )
-from sa4depth_core.refine import FeatureMetricRefiner
+from sa4depth_core.refine import FeatureMetricRefiner, PosePrior
 
 DEG = math.pi / 180
 f64 = torch.float64
@@ -427,3 +429,45 @@ def test_bad_inputs_raise_input_error():
         FeatureMetricRefiner(damping="adaptive")
     with pytest.raises(InputError, match="iterations"):
         FeatureMetricRefiner(strides=(4, 2), iterations=[3, 3, 3])
+
+
+# ---------------------------------------------------------------- a prior on the pose
+
+
+def test_add_prior_hand_computed():
+    H, g = torch.eye(6, dtype=f64)[None] * 2, torch.ones(1, 6, dtype=f64)
+    info = torch.diag(torch.tensor([1.0, 2, 3, 4, 5, 6], dtype=f64))[None]
+    e = torch.tensor([[1.0, 0, 0, 0, 0, -1]], dtype=f64)
+    H2, g2 = add_prior(H, g, e, info, torch.tensor([0.5], dtype=f64))
+    torch.testing.assert_close(H2[0], torch.diag(torch.tensor([2.5, 3, 3.5, 4, 4.5, 5], dtype=f64)))
+    torch.testing.assert_close(g2[0], torch.tensor([1.5, 1, 1, 1, 1, -2], dtype=f64))
+
+
+def test_a_prior_pulls_the_solve_toward_its_pose_by_its_information():
+    """No information: the plain solve, bit for bit; overwhelming information: the prior's pose;
+    in between, a pose between the two."""
+    H, W = 48, 160
+    strides = (4, 2, 1)
+    K = kitti_like_K(H, W)
+    img_t, depth = render(K, torch.eye(4, dtype=f64), H, W)
+    img_s, _ = render(K, T_GT, H, W)
+    T0 = perturbed([1, 2, -1], 2.0, 1.2)[None]
+    prior_pose = perturbed([0, 1, 0], 1.0, 0.9)[None]
+    refiner = FeatureMetricRefiner(strides=strides, iterations=5, damping="fixed", init_damping=1e-3)
+
+    def run(information=None):
+        prior = None if information is None else PosePrior(prior_pose, information * torch.eye(6, dtype=f64)[None])
+        return refiner(depth, K[None], T0, image_pyramid(img_t, strides), image_pyramid(img_s, strides),
+                       prior=prior).pose
+
+    plain = run()
+    torch.testing.assert_close(run(0.0), plain, rtol=0, atol=1e-12)
+    pinned = run(1e12)
+    torch.testing.assert_close(pinned, prior_pose, rtol=0, atol=1e-6)
+    rot_plain, _ = pose_errors(plain, T_GT)
+    assert rot_plain[0] < 0.1  # the features alone find the true pose
+    middle = run(1e3)
+    d_plain = se3_log(middle[0] @ torch.linalg.inv(plain[0])).norm()
+    d_prior = se3_log(middle[0] @ torch.linalg.inv(prior_pose[0])).norm()
+    gap = se3_log(prior_pose[0] @ torch.linalg.inv(plain[0])).norm()
+    assert 0 < d_plain < gap and 0 < d_prior < gap, (d_plain, d_prior, gap)

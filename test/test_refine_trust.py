@@ -114,6 +114,31 @@ def test_real_pair_far_starts_are_rejected_rather_than_accepted_wrong(stereo, on
     assert all(a.reason(i) for i in torch.nonzero(~a.accepted).flatten().tolist())
 
 
+def test_far_start_solves_that_end_off_are_not_used(stereo, one_thread):
+    """Issue 23: with the node's default trust region, far starts (3-12 deg, 10-80 % off) that
+    end in a local minimum near the start lowered the cost and were accepted 7 deg and 188 % off.
+    Their cost stays an order above what converged solves reach; with the converged solves' cost
+    as reference, none of them is used, and the converged ones still are."""
+    T_gt = stereo["T"]
+    near = solve(stereo, starts(T_gt, 12, (1.0, 3.0), (0.0, 0.25), seed=1), TrustRegion())
+    reference = near.acceptance.cost_final.median()
+    T0 = torch.cat([starts(T_gt, 16, (6.0, 12.0), (0.3, 0.8), seed=2), starts(T_gt, 16, (3.0, 6.0), (0.1, 0.3), seed=3)])
+    without = solve(stereo, T0, TrustRegion())
+    rot, trans = errors(without.pose, T_gt)
+    off = (rot > 1.0) | (trans > 0.1)
+    assert (without.acceptance.accepted & off).sum() >= 2  # the failure of the issue, without a reference
+    refiner = FeatureMetricRefiner(strides=STRIDES, iterations=5, damping="fixed", init_damping=1e-3)
+    B = T0.shape[0]
+    result = refiner(stereo["depth"].expand(B, -1, -1, -1), stereo["K"].expand(B, 3, 3), T0,
+                     pyramid(stereo["left"], B), pyramid(stereo["right"], B), trust=TrustRegion(),
+                     cost_reference=reference.expand(B))
+    torch.testing.assert_close(result.pose, without.pose)  # the test decides, the solve is the same
+    a = result.acceptance
+    assert not (a.accepted & off).any(), (rot[a.accepted], trans[a.accepted])
+    assert (a.accepted & ~off).sum() >= 4  # converged far starts inside the trust region are kept
+    assert any("converged solves" in a.reason(i) for i in torch.nonzero(off).flatten().tolist())
+
+
 def test_a_solve_pulled_off_by_its_features_is_rejected(stereo, one_thread):
     """Source features shifted 12 px sideways: from the true pose, the solver converges confidently
     to another pose; the trust region around the start says no."""

@@ -1,6 +1,7 @@
 """Run a model over a frame sequence the way the robot does: every frame through a
 PerceptionPipeline (the node's per-frame path, with the node's odometry defaults), one pipeline
-per odometry mode ("posenet": refinement off; "refined": the node's default).
+per odometry mode ("posenet": refinement off; "refined": the node's default; a fusion name of
+odometry.FUSIONS other than "posenet": the refinement with that fusion).
 
 A model whose features were never trained gets no refined trajectory: refining with random
 features would be reported as the method's result."""
@@ -15,7 +16,7 @@ import torch
 
 from ..data.sequence import FrameSequence
 from ..loaded_model import LoadedModel
-from ..odometry import Tracking
+from ..odometry import FUSIONS, Tracking
 from ..pipeline import PerceptionPipeline
 from ..pipeline_options import PipelineOptions
 
@@ -24,12 +25,12 @@ from ..pipeline_options import PipelineOptions
 class SequenceRun:
     """Per-frame outputs for one sequence.
 
-    depths: list of (h,w) network depth maps (NaN where invalid); poses: {"posenet": (N,4,4),
-    "refined": (N,4,4)} camera-to-first-frame trajectories in network units ("refined" only when
-    the model's features were trained); tracking: per frame Tracking of the refined pipeline;
-    acceptance: fraction of the refined steps (after the first frame) whose refinement was
-    accepted; ms_depth: mean wall time per frame of the depth stage; ms_odometry: per mode, that
-    of the odometry stage.
+    depths: list of (h,w) network depth maps (NaN where invalid); poses: {mode: (N,4,4)}
+    camera-to-first-frame trajectories in network units (refining modes only when the model's
+    features were trained); tracking: per frame Tracking of the "refined" pipeline (else of the
+    first refining mode); acceptance: fraction of its steps (after the first frame) whose
+    refinement was accepted; acceptances: that fraction per refining mode; ms_depth: mean wall
+    time per frame of the depth stage; ms_odometry: per mode, that of the odometry stage.
     """
 
     name: str
@@ -37,6 +38,7 @@ class SequenceRun:
     poses: dict = field(default_factory=dict)
     tracking: list = field(default_factory=list)
     acceptance: float = float("nan")
+    acceptances: dict = field(default_factory=dict)
     ms_depth: float = 0.0
     ms_odometry: dict = field(default_factory=dict)
 
@@ -44,19 +46,31 @@ class SequenceRun:
 def run_sequence(loaded: LoadedModel, seq: FrameSequence, device: torch.device, frames: range | None = None,
                  odometry: bool = True, refine_modes=("posenet", "refined"), nets=None,
                  options: PipelineOptions | None = None) -> SequenceRun:
-    """Depth for every frame in `frames` (default: all) and trajectories for each refine mode
-    ("refined" is skipped for a model without trained features).
+    """Depth for every frame in `frames` (default: all) and trajectories for each mode of
+    `refine_modes` ("posenet", "refined", or a fusion name; refining modes are skipped for a
+    model without trained features).
 
     nets: the inference networks (backends.make_networks; None: the options' backend, by
     default the model in torch fp32), shared by the pipelines. options: the pipelines' settings
     (default PipelineOptions(): the node's odometry defaults, network units); each mode
-    overrides only `odometry` and `refine`.
+    overrides only `odometry`, `refine` and `fusion`.
     """
     frames = frames if frames is not None else range(len(seq))
     base = options or PipelineOptions()
-    modes = [m for m in refine_modes if m != "refined" or loaded.features_trained] if odometry else []
-    settings = {m: dataclasses.replace(base, odometry=True, refine=m == "refined") for m in modes} or {
-        "depth only": dataclasses.replace(base, odometry=False)}
+    unknown = [m for m in refine_modes if m not in ("refined",) + FUSIONS]
+    if unknown:
+        raise ValueError(f"unknown odometry modes {unknown}: use posenet, refined or one of {', '.join(FUSIONS)}")
+    modes = [m for m in refine_modes if m == "posenet" or loaded.features_trained] if odometry else []
+
+    def mode_options(mode: str) -> PipelineOptions:
+        if mode == "posenet":
+            return dataclasses.replace(base, odometry=True, refine=False)
+        return dataclasses.replace(base, odometry=True, refine=True, fusion=base.fusion if mode == "refined" else mode)
+
+    settings = {m: mode_options(m) for m in modes} or {"depth only": dataclasses.replace(base, odometry=False)}
+    refining = [m for m in modes if m != "posenet"]
+    tracked = "refined" if "refined" in refining else (refining[0] if refining else None)
+    tracking = {m: [] for m in refining}
     K0 = seq.intrinsics()
     run = SequenceRun(seq.name)
     traj = {m: [] for m in modes}
@@ -80,11 +94,15 @@ def run_sequence(loaded: LoadedModel, seq: FrameSequence, device: torch.device, 
                     raise RuntimeError(f"{seq.name} frame {i}: {mode} odometry failed: {result.odometry_error}")
                 ms_odo[mode] += result.ms_odometry
                 traj[mode].append(result.odometry.camera_pose)
-                if mode == "refined":
-                    run.tracking.append(result.odometry.tracking)
-    steps = [t for t in run.tracking if t != Tracking.INIT]
-    if steps:
-        run.acceptance = sum(t == Tracking.REFINED for t in steps) / len(steps)
+                if mode in tracking:
+                    tracking[mode].append(result.odometry.tracking)
+    for mode, states in tracking.items():
+        steps = [t for t in states if t != Tracking.INIT]
+        if steps:
+            run.acceptances[mode] = sum(t == Tracking.REFINED for t in steps) / len(steps)
+    if tracked is not None:
+        run.tracking = tracking[tracked]
+        run.acceptance = run.acceptances.get(tracked, float("nan"))
     n = max(len(run.depths), 1)
     run.ms_depth = float(np.mean(ms_depth)) if ms_depth else 0.0
     run.ms_odometry = {m: t / n for m, t in ms_odo.items()}
