@@ -5,6 +5,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,6 +244,18 @@ def test_train_on_a_disk_that_fills_up_is_one_line_and_keeps_no_partial_checkpoi
     assert train_cli.main(argv) == 2
     _one_error_line(capsys, "No space left")
     assert not list((tmp_path / "out").rglob("*.pt")) and not list((tmp_path / "out").rglob("*.tmp*"))
+
+
+def test_karlsruhe_into_a_file_is_one_line(tmp_path, capsys):
+    from sa4depth_core.data import karlsruhe
+
+    source = Path(__file__).resolve().parents[2] / "shared" / "data" / "karlsruhe_2010_03_09_drive_0019"
+    if not source.is_dir():
+        pytest.skip(f"the Karlsruhe sequence is not at {source}")
+    out = tmp_path / "a_file"
+    out.write_text("not a folder")
+    assert karlsruhe.main([str(source), str(out), "--max-frames", "2", "--no-depth"]) == 2
+    _one_error_line(capsys, "a_file")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = convert(args.source, args.out, args.sequence, args.max_frames, not args.no_depth, args.overwrite,
                          progress=progress)
-    except InputError as exc:
+    except (InputError, OSError) as exc:  # OSError: an output that is a file, a full disk, no permission
         print(f"sa4depth-karlsruhe: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {result.seq_dir}: {result.frames} frames, left-camera path {result.path_length_m:.1f} m")
