@@ -95,8 +95,9 @@ def check_image_size(kind: str, width: int, height: int, max_pixels: int = MAX_I
     """Refuse (UnsupportedImage) an image of `kind` (named in the message) whose size, read from
     its header before anything is allocated or decoded, is more than `max_pixels` pixels."""
     if width * height > max_pixels:
-        raise UnsupportedImage(f"{kind} {width}x{height} has {width * height / 1e6:.1f} megapixels, more than the "
-                               f"{max_pixels / 1e6:.0f} accepted; publish a smaller image")
+        # exact counts: 8001x5000 is 40 005 000 pixels, which "40.0 megapixels, more than 40" hid
+        raise UnsupportedImage(f"{kind} {width}x{height} has {width * height:,} pixels, more than the {max_pixels:,} "
+                               f"({max_pixels / 1e6:g} megapixels) accepted; publish a smaller image")
 
 
 def compressed_size(data) -> tuple[int, int] | None:
