@@ -50,7 +50,8 @@ ON_FAILURE = ("posenet", "hold")
 # How the published motion combines PoseNet's and the LM's (PipelineOptions.fusion):
 #   lm: the LM's pose alone; posenet: PoseNet's alone (no solve); prior: PoseNet's pose as a
 #   prior inside the solve; covariance: both estimates weighed by their covariances after the
-#   solve; direction: the LM's rotation and |t| with PoseNet's translation direction.
+#   solve; direction: the LM's rotation and |t| with PoseNet's translation direction when
+#   PoseNet is surer of the direction than the LM (keep_direction).
 FUSIONS = ("lm", "posenet", "prior", "covariance", "direction")
 LOST_VARIANCE = 1e3  # per DoF of a step whose motion is not trusted (network units)
 COST_WINDOW = 50  # accepted solves whose median final cost is the reference of the cost-ratio test
@@ -95,27 +96,39 @@ def fuse_by_covariance(T_p: torch.Tensor, cov_p: torch.Tensor, T_l: torch.Tensor
 
 def keep_direction(T_p: torch.Tensor, cov_p: torch.Tensor, T_l: torch.Tensor,
                    cov_l: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The LM's rotation and translation length with PoseNet's translation direction.
+    """The LM's rotation and translation length, with PoseNet's translation direction where
+    PoseNet is surer of it than the LM.
 
     The LM's minimum is biased in direction by depth error while its rotation and |t| are
-    better than PoseNet's (issue 23). The covariance takes the LM's rotation block and its
-    variance along the direction, and across it PoseNet's, scaled to the LM's length.
+    better than PoseNet's (issue 23); a weak PoseNet's direction is worse still. So the two
+    directions' uncertainties are compared: the variance across the translation, over |t|^2,
+    of each covariance. PoseNet's direction is kept only when its own is smaller; then the
+    covariance takes the LM's rotation block and its variance along the direction, and across
+    it PoseNet's, scaled to the LM's length.
 
     Args:
         T_p, T_l: (4,4); cov_p, cov_l: (6,6), translation first.
     Returns:
-        T (4,4), Σ (6,6), float64; the LM's own when PoseNet's translation is zero.
+        T (4,4), Σ (6,6), float64; the LM's own when PoseNet's translation is zero or its
+        direction is the less certain.
     """
     T_p, T_l = T_p.to(torch.float64), T_l.to(torch.float64)
     t_p, t_l = T_p[:3, 3], T_l[:3, 3]
     n_p, n_l = float(t_p.norm()), float(t_l.norm())
-    if not n_p > 0:
+    if not (n_p > 0 and n_l > 0):
         return T_l, cov_l
+    eye = torch.eye(3, dtype=torch.float64)
+
+    def across(u: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+        P = eye - torch.outer(u, u)
+        return P @ cov[:3, :3] @ P
+
     u = t_p / n_p
+    if float(torch.trace(across(u, cov_p))) / n_p ** 2 >= float(torch.trace(across(t_l / n_l, cov_l))) / n_l ** 2:
+        return T_l, cov_l
     along = torch.outer(u, u)
-    across = torch.eye(3, dtype=torch.float64) - along
     cov = torch.zeros(6, 6, dtype=torch.float64)
-    cov[:3, :3] = along @ cov_l[:3, :3] @ along + (n_l / n_p) ** 2 * across @ cov_p[:3, :3] @ across
+    cov[:3, :3] = along @ cov_l[:3, :3] @ along + (n_l / n_p) ** 2 * across(u, cov_p)
     cov[3:, 3:] = cov_l[3:, 3:]
     return make_transform(T_l[:3, :3], n_l * u), cov
 

@@ -57,7 +57,8 @@ class PipelineOptions:
     fusion: how the published motion combines PoseNet's and the LM's (odometry.FUSIONS): "lm"
         the LM's pose, "posenet" PoseNet's alone (no solve), "prior" PoseNet's pose as a prior
         inside the solve, "covariance" both weighed by their covariances after the solve,
-        "direction" the LM's rotation and |t| with PoseNet's translation direction. The
+        "direction" the LM's rotation and |t| with PoseNet's translation direction where PoseNet
+        is surer of the direction than the LM's covariance (odometry.keep_direction). The
         published covariance is the fused estimate's.
     posenet_sigma: PoseNet's per-DoF standard deviation, translation x, y, z as fractions of the
         frame's median depth, rotation x, y, z in degrees (camera axes), calibrated on

@@ -44,15 +44,20 @@ def test_fusion_by_covariance_hand_computed():
     assert cov[0, 0] < 1e-5 and cov[2, 2] > 0.99
 
 
-def test_keep_direction_takes_posenets_direction_and_the_lms_rotation_and_length():
+def test_keep_direction_takes_posenets_direction_where_posenet_is_surer_of_it():
     T_p, T_l = _pose((0, 0, 1)), _pose((0.3, 0, 2), deg=2.0)
-    cov_p = torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], dtype=F64))
+    cov_p = torch.diag(torch.tensor([0.01, 0.02, 0.03, 4.0, 5.0, 6.0], dtype=F64))
     cov_l = torch.diag(torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], dtype=F64))
+    # across the direction: PoseNet 0.03 / 1^2, the LM about 0.3 / 4.09: PoseNet is surer
     T, cov = keep_direction(T_p, cov_p, T_l, cov_l)
     torch.testing.assert_close(T[:3, :3], T_l[:3, :3])
     torch.testing.assert_close(T[:3, 3], torch.tensor([0.0, 0.0, math.hypot(0.3, 2.0)], dtype=F64))
     scale2 = 0.3 ** 2 + 2.0 ** 2  # PoseNet's sideways variance at the LM's length
-    torch.testing.assert_close(cov.diagonal(), torch.tensor([scale2, 2 * scale2, 0.3, 0.4, 0.5, 0.6], dtype=F64))
+    torch.testing.assert_close(cov.diagonal(),
+                               torch.tensor([0.01 * scale2, 0.02 * scale2, 0.3, 0.4, 0.5, 0.6], dtype=F64))
+    # a PoseNet less sure of its direction than the LM leaves the LM's pose alone
+    T, cov = keep_direction(T_p, 100 * cov_p, T_l, cov_l)
+    assert torch.equal(T, T_l) and torch.equal(cov, cov_l)
     T, cov = keep_direction(_pose((0, 0, 0)), cov_p, T_l, cov_l)  # no direction to keep
     assert torch.equal(T, T_l) and torch.equal(cov, cov_l)
 
@@ -86,11 +91,13 @@ def test_each_fusion_publishes_what_it_promises(refining, frames, small_pipeline
     off = _angle_deg(posenet[:3, :3].T @ lm[:3, :3])
     assert off > 0.05  # random features move the pose: there is something to fuse
 
-    direction, _, _ = _first_step(small_pipeline, refining, frames, fusion="direction")
+    direction, _, _ = _first_step(small_pipeline, refining, frames, fusion="direction", posenet_sigma=(1e-6,) * 6)
     np.testing.assert_allclose(direction[:3, :3], lm[:3, :3], atol=1e-6)
     t_d, t_l, t_p = direction[:3, 3], lm[:3, 3], posenet[:3, 3]
     assert np.linalg.norm(t_d) == pytest.approx(np.linalg.norm(t_l), rel=1e-6)
     np.testing.assert_allclose(t_d / np.linalg.norm(t_d), t_p / np.linalg.norm(t_p), atol=1e-6)
+    unsure, _, _ = _first_step(small_pipeline, refining, frames, fusion="direction", posenet_sigma=(1e3,) * 6)
+    np.testing.assert_allclose(unsure, lm, atol=1e-9)
 
     for fusion in ("prior", "covariance"):
         # PoseNet (almost) certain: its motion; PoseNet (almost) clueless: the LM's
