@@ -212,8 +212,12 @@ def tiny_start(cache: Path, log) -> Path:
 
 def finetune(start: Path, arm: str, seed: int, lr: float, args, seq: FrameSequence, split: Split, out: Path,
              log) -> Path:
-    """best.pt of `start` fine-tuned on the split's training frames with the arm's loss (kept)."""
-    if (out / "best.pt").is_file():
+    """best.pt of `start` fine-tuned on the split's training frames with the arm's loss, kept in
+    `out` beside the settings that made it and reused while they match."""
+    settings = {"start": str(start), "start_mtime": start.stat().st_mtime, "arm": arm, "seed": seed, "lr": lr,
+                "steps": args.steps, "batch": args.batch, "frames": [split.train.start, split.train.stop]}
+    marker = out / "finetune.json"
+    if (out / "best.pt").is_file() and marker.is_file() and json.loads(marker.read_text()) == settings:
         return out / "best.pt"
     model_cfg = load_checkpoint(start)["config"]["model"]
     h, w = model_cfg["height"], model_cfg["width"]
@@ -226,6 +230,7 @@ def finetune(start: Path, arm: str, seed: int, lr: float, args, seq: FrameSequen
     data = TripletDataset(FrameRange(seq, split.train), h, w, augment=cfg.data.augment, seed=seed)
     t0 = time.time()
     Trainer(cfg, data, None, log=lambda *_: None).fit()
+    marker.write_text(json.dumps(settings) + "\n")
     log(f"  fine-tuned {arm} seed {seed} lr {lr:g}: {args.steps} steps in {time.time() - t0:.0f} s")
     return out / "best.pt"
 
@@ -408,13 +413,12 @@ def main(argv=None) -> int:
     log(f"classical odometry: {len(motions)} pairs in {time.time() - t0:.0f} s, "
         f"{sum(m.ok for m in motions)} solved; mounting fitted on frames {split.train.start}-{split.val.stop - 1}: "
         f"{turn:.2f}° from the nominal one (rotation vector {np.round(np.degrees(_rotvec(X)), 2).tolist()} °)")
-    test_gt = gt[split.test.start:split.test.stop]
-    test_motions = motions[split.test.start:split.test.stop - 1]
-    classical = score_odometry(test_gt, classical_rel[split.test.start:split.test.stop - 1], full=False)
-    raw = score_odometry(nominal[split.test.start:split.test.stop],
-                         classical_rel[split.test.start:split.test.stop - 1], full=False)
+    test_rel = classical_rel[split.test.start:split.test.stop - 1]
+    classical = score_odometry(gt[split.test.start:split.test.stop], test_rel, full=False)
+    raw = score_odometry(nominal[split.test.start:split.test.stop], test_rel, full=False)
     log(f"classical on the test frames: 5-frame ATE {classical['ate5']:.4f} m, direction "
-        f"{classical['direction_deg']:.2f}°/pair (nominal mounting: {raw['ate5']:.4f} m, {raw['direction_deg']:.2f}°)")
+        f"{classical['direction_deg']:.2f}°/pair (nominal mounting: {raw['ate5']:.4f} m, "
+        f"{raw['direction_deg']:.2f}°)")
 
     def evaluation(name: str, path: Path, part: str):
         frames = getattr(split, part)
@@ -432,7 +436,7 @@ def main(argv=None) -> int:
 
         return cached(args.out / f"{name}_{part}.json", settings, make)
 
-    rows, val_rows, best_model = [], [], None
+    rows, val_rows, picture_model = [], [], None
     for s, start_arg in enumerate(args.start):
         name, _, given = start_arg.rpartition("=") if "=" in start_arg else (start_arg, "", "")
         if given:
@@ -458,7 +462,8 @@ def main(argv=None) -> int:
             if choose:
                 val = {}
                 for lr in args.lrs:
-                    val[lr] = evaluation(run_name(args.seeds[0], lr), model(args.seeds[0], lr), "val")["depth"]["abs_rel"]
+                    seed0 = run_name(args.seeds[0], lr)
+                    val[lr] = evaluation(seed0, model(args.seeds[0], lr), "val")["depth"]["abs_rel"]
                     val_rows.append((f"{label} + {ARMS[arm][0]}", f"{lr:g}", str(args.seeds[0]), val[lr]))
                 lr = min(val, key=val.get)
                 log(f"  {ARMS[arm][0]}: lr {lr:g} chosen on the validation frames")
@@ -467,12 +472,12 @@ def main(argv=None) -> int:
                 result = evaluation(run_name(seed, lr), path, "test")
                 rows.append((f"{label} + {ARMS[arm][0]} (lr {lr:g})", str(seed), result))
                 if arm == "sa4depth" and seed == args.seeds[0] and s == 0:
-                    best_model = path
+                    picture_model = path
 
     # the picture: one test frame in the middle of the held-out part, the first SA4Depth run's depth
     frame = split.test.start + len(split.test) // 2
-    if best_model is not None:
-        loaded = load_model(best_model)
+    if picture_model is not None:
+        loaded = load_model(picture_model)
         run = run_sequence(loaded, seq, torch.device("cpu"), range(frame - 20 if not args.quick else frame, frame + 1),
                            odometry=False, options=PipelineOptions(scale_mode="camera_height", camera_height=height))
         picture(picture_path, seq.image(frame), run.depths[-1], seq.gt_depth(frame),
@@ -494,7 +499,7 @@ def main(argv=None) -> int:
               tables(rows, classical, f"{split.train.start}-{split.val.stop - 1}"), "",
               f"Classical odometry against the nominal mounting (no fit): 5-frame ATE {raw['ate5']:.4f} m, "
               f"rotation {raw['rotation_deg']:.3f}°/pair, direction {raw['direction_deg']:.2f}°/pair."]
-    if best_model is not None:
+    if picture_model is not None:
         report.append(f"Picture: {picture_path} (test frame {frame}).")
     text = "\n".join(report)
     print("\n" + text)
