@@ -50,7 +50,7 @@ KEEP = 0.99  # share of the accepted validation solves the cost-ratio bound must
 # (label, summarize key without the mode, format)
 COLUMNS = [("5-frame ATE (m)", "ate5", ".4f"), ("Sim(3) ATE (m)", "ate_7dof", ".4f"),
            ("rotation err (deg)", "rotation_deg_mean", ".3f"), ("direction err (deg)", "direction_deg_mean", ".3f"),
-           ("|t| ratio std/mean", "scale_ratio_std_over_mean", ".3f"), ("acceptance", "acceptance", ".1%")]
+           ("‖t‖ ratio std/mean", "scale_ratio_std_over_mean", ".3f"), ("acceptance (%)", "acceptance", ".1%")]
 
 
 @torch.inference_mode()
@@ -88,7 +88,11 @@ def calibrate(loaded, seqs) -> dict:
 
 
 def cell(values: list, fmt: str) -> str:
+    """mean ± std (ddof=1) of per-seed values, one value as it is, "—" where the metric does not
+    exist (PoseNet-only odometry has no acceptance)."""
     v = np.array(values, dtype=float)
+    if np.isnan(v).all():
+        return "—"
     if fmt.endswith("%"):
         v, fmt = 100 * v, fmt[:-1] + "f"
     if len(v) < 2:

@@ -89,7 +89,7 @@ ODOMETRY_COLUMNS = [("ATE (m, Sim3)", "ate_7dof"), ("5-frame ATE (m)", "ate5"), 
                     ("pose/depth scale ratio", "pose_depth_ratio_mean"),
                     ("ratio std/mean", "pose_depth_ratio_std_over_mean"),
                     ("rotation err (deg)", "rotation_deg_mean"), ("direction err (deg)", "direction_deg_mean"),
-                    ("|t| ratio std/mean", "scale_ratio_std_over_mean")]
+                    ("‖t‖ ratio std/mean", "scale_ratio_std_over_mean")]
 
 
 class Store:

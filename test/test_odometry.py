@@ -49,10 +49,13 @@ def test_evaluation_scores_the_nodes_odometry(refining, synth_root):
     defaults: same depth, poses and tracking, and a rejected refinement holds the pose there as
     on the robot instead of taking PoseNet's motion."""
     seq = KittiOdometrySequence(synth_root, "00")
-    run = run_sequence(refining, seq, CPU)
+    # the plain LM: random features then leave the trust region, so the held poses are tested too
+    # (PoseNet's prior, the default fusion, keeps such solves near PoseNet's pose)
+    plain = PipelineOptions(fusion="lm")
+    run = run_sequence(refining, seq, CPU, options=plain)
     node = {}
     for mode, refine in (("posenet", False), ("refined", True)):
-        with PerceptionPipeline(refining, CPU, PipelineOptions(refine=refine)) as pipe:
+        with PerceptionPipeline(refining, CPU, dataclasses.replace(plain, refine=refine)) as pipe:
             node[mode] = [pipe.process(seq.image(i), seq.intrinsics(), seq.timestamp(i)) for i in range(len(seq))]
         np.testing.assert_array_equal(run.poses[mode], [r.odometry.camera_pose for r in node[mode]])
     np.testing.assert_array_equal(np.stack(run.depths), [r.depth for r in node["refined"]])
@@ -117,7 +120,8 @@ def test_a_singular_frame_does_not_stop_odometry_for_the_next_ones(refining, fra
     """A fence: the refinement's H is singular (texture along one axis only) although the solve
     went through. Every later frame must still get depth and odometry."""
     images, K = frames
-    pipe = small_pipeline(refining, trust=LOOSE)
+    # the LM's own covariance: a prior (the default fusion) would bound it by PoseNet's
+    pipe = small_pipeline(refining, trust=LOOSE, fusion="lm")
     refiner = refining.model.refiner
     original = refiner.forward
     calls = []

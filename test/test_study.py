@@ -38,7 +38,7 @@ def test_study_prints_the_whole_table_and_resumes_from_its_saved_runs(tmp_path):
     assert "| (1) Monodepth2 loss | 0 | — | — |" in refined  # no trained features: no refined rows
     sa4depth_row = next(line for line in refined.splitlines() if line.startswith("| (3) SA4Depth | 0 |"))
     assert "—" not in sa4depth_row
-    assert "| direction err (deg) |" in refined and "| |t| ratio std/mean |" in refined  # issue 23: parts, not a mix
+    assert "| direction err (deg) |" in refined and "| ‖t‖ ratio std/mean |" in refined  # issue 23: parts, not a mix
     saved = tmp_path / "out"
     assert (saved / "study.json").is_file() and (saved / "sa4depth_lr0.0001_seed0_test.json").is_file()
 
