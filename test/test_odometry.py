@@ -16,7 +16,7 @@ from sa4depth_core.eval.run_model import run_sequence
 from sa4depth_core.loaded_model import load_model
 from sa4depth_core.model import SA4DepthModel
 from sa4depth_core.networks.monodepth2_io import save_monodepth2_folder
-from sa4depth_core.odometry import LOST_VARIANCE, Tracking
+from sa4depth_core.odometry import LOST_VARIANCE, Tracking, median_depth, posenet_covariance
 from sa4depth_core.pipeline import PerceptionPipeline
 from sa4depth_core.pipeline_options import PipelineOptions
 from sa4depth_core.refine import TrustRegion
@@ -116,12 +116,14 @@ def test_a_rejected_refinement_falls_back_to_posenet_with_lost_variance(refining
     assert pipe.process(images[2], K, 0.2).odometry.tracking == Tracking.REFINED
 
 
-def test_a_singular_frame_does_not_stop_odometry_for_the_next_ones(refining, frames, small_pipeline):
+@pytest.mark.parametrize("fusion", ["lm", "prior"])
+def test_a_singular_frame_does_not_stop_odometry_for_the_next_ones(refining, frames, small_pipeline, fusion):
     """A fence: the refinement's H is singular (texture along one axis only) although the solve
-    went through. Every later frame must still get depth and odometry."""
+    went through. Every later frame must still get depth and odometry. The plain LM publishes
+    'unknown' (its bounded 1e6 variance); with PoseNet's prior the covariance is PoseNet's."""
     images, K = frames
-    # the LM's own covariance: a prior (the default fusion) would bound it by PoseNet's
-    pipe = small_pipeline(refining, trust=LOOSE, fusion="lm")
+    sigma = (0.02, 0.03, 0.04, 0.5, 0.6, 0.7)
+    pipe = small_pipeline(refining, trust=LOOSE, fusion=fusion, posenet_sigma=sigma, min_variance=1e-12)
     refiner = refining.model.refiner
     original = refiner.forward
     calls = []
@@ -143,7 +145,14 @@ def test_a_singular_frame_does_not_stop_odometry_for_the_next_ones(refining, fra
     assert all(r.odometry is not None and r.odometry_error == "" for r in outs)
     assert all(np.isfinite(r.odometry.pose_covariance).all() for r in outs)
     fenced = outs[1].odometry
-    assert np.diag(fenced.twist_covariance)[:3].min() > 1e3  # unconstrained directions say so
+    variances = np.diag(fenced.twist_covariance) * 0.1 ** 2  # the twist's covariance is per second squared
+    if fusion == "lm":
+        assert variances[:3].min() > 1e3 * 0.1 ** 2  # unconstrained directions say so
+    else:
+        depth = pipe.predictor.depth(pipe.predictor.inputs(images[1], K)[0])
+        expected = posenet_covariance(sigma, median_depth(depth)).diagonal().numpy()
+        np.testing.assert_allclose(variances, expected, rtol=1e-3)
+        assert (variances <= expected + 1e-11).all()  # information only adds (min_variance 1e-12 aside)
     assert [r.odometry.tracking for r in outs[2:]] == [Tracking.REFINED] * 6
 
 
