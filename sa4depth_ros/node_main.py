@@ -1,11 +1,12 @@
-"""The shared `main` of the project's nodes: loopback DDS, SIGTERM as Ctrl-C, an InlineExecutor
-(the node's `slow_callback_groups` in pool threads), exit status 2 with one reason when the node
-cannot start."""
+"""The shared `main` of the project's nodes: loopback DDS, SIGINT and SIGTERM as one clean stop,
+an InlineExecutor (the node's `slow_callback_groups` in pool threads), exit status 2 with one
+reason when the node cannot start."""
 from __future__ import annotations
 
 import os
 import signal
 import sys
+import threading
 import traceback
 
 import rclpy
@@ -19,8 +20,23 @@ from .executor import InlineExecutor
 from .ros_env import ensure_loopback_dds
 
 
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
+_SIGNALLED = threading.Event()
+
+
+def _signal_as_interrupt(signum, frame):
+    """The first SIGINT or SIGTERM stops the spin (KeyboardInterrupt in the main thread); later ones
+    are ignored, so they cannot break off the shutdown that the first one started.
+
+    The node's own handler replaces rclpy's for SIGINT too: rclpy's shut the context down under
+    callbacks and frames in flight (an RCLError from a publish, a take on the dead context), and a
+    KeyboardInterrupt raised inside a native call surfaces as another exception (pybind11's
+    "Unable to convert call argument" from a subscription take, seen in a CI run of the replay
+    launch test, while rclpy.ok() still held): run_node knows from
+    _SIGNALLED that such an exception is the stop. The executor still wakes for it: every node
+    here has timers (input refresh, diagnostics)."""
+    if not _SIGNALLED.is_set():
+        _SIGNALLED.set()
+        raise KeyboardInterrupt
 
 
 def torch_device(node, name: str, threads: int) -> torch.device:
@@ -38,7 +54,9 @@ def run_node(make_node, node_name: str, args=None) -> int:
     """Build the node with `make_node()` and spin it; returns the exit status (0 on SIGINT/SIGTERM)."""
     ensure_loopback_dds()
     rclpy.init(args=args)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    _SIGNALLED.clear()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _signal_as_interrupt)
     node, executor, status = None, None, 0
     try:
         node = make_node()
@@ -51,9 +69,9 @@ def run_node(make_node, node_name: str, args=None) -> int:
         rclpy.logging.get_logger(node_name).fatal(f"cannot start: {exc}")
         status = 2
     except Exception:
-        # rclpy's SIGINT handler invalidates the context under a running executor; what it then
-        # raises (a take or publish on the dead context) is the shutdown itself, not a fault
-        if rclpy.ok():
+        # raised by the stop itself (see _signal_as_interrupt), or after something else shut the
+        # context down (a take or publish on the dead context): not a fault
+        if rclpy.ok() and not _SIGNALLED.is_set():
             raise
     finally:
         if executor is not None:

@@ -162,10 +162,14 @@ class PerceptionNode(Node):
     def _say(self, level: str, text: str) -> None:
         """Log `text`; once the context is shut down (SIGINT), to stderr only: the node's log
         would also try /rosout, which then fails with a message of its own."""
-        if self.context.ok():
-            getattr(self.get_logger(), level)(text)
-        else:
+        if not self.context.ok():
             print(f"[{level.upper()}] [{self.get_name()}]: {text}", file=sys.stderr, flush=True)
+        elif level == "error":  # one call per level: rclpy refuses a second severity at one call site
+            self.get_logger().error(text)
+        elif level == "warning":
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().info(text)
 
     def frame_counts(self) -> dict:
         """Every frame the node was handed, by fate: received = dropped_stale + rejected + failed +
