@@ -23,7 +23,7 @@ from sa4depth_core.backends import BACKENDS, PRECISIONS
 from sa4depth_core.errors import InputError
 from sa4depth_core.infer import select_device
 from sa4depth_core.network_input import MAX_NETWORK_PIXELS, MAX_NETWORK_SIDE, network_size_problem
-from sa4depth_core.odometry import ON_FAILURE
+from sa4depth_core.odometry import FUSIONS, ON_FAILURE
 from sa4depth_core.online import OnlineOptions
 from sa4depth_core.pipeline_options import PipelineOptions, pose_from_xyz_rpy
 from sa4depth_core.scale import SCALE_MODES
@@ -319,6 +319,12 @@ SPECS = (
     ParamSpec("odometry.refine", True, "feature-metric LM refinement of PoseNet's motion"),
     ParamSpec("odometry.on_failure", "hold", "when refinement fails: hold (keep the last pose) | posenet "
               "(use PoseNet's motion); either way with inflated covariance", check=_one_of(ON_FAILURE)),
+    # defaults and checks are the core's (PipelineOptions), so the node cannot drift from eval
+    ParamSpec("odometry.fusion", PipelineOptions.fusion, "how the published motion combines PoseNet's and the "
+              "LM's: " + " | ".join(FUSIONS) + " (prior: PoseNet's motion as a prior inside the solve)"),
+    ParamSpec("odometry.posenet_sigma", list(PipelineOptions.posenet_sigma), "PoseNet's standard deviation per "
+              "degree of freedom: translation x, y, z as fractions of the median depth, rotation x, y, z in "
+              "degrees (calibrated on validation worlds)"),
     ParamSpec("refine_iterations", 0, "LM iterations per level at inference (0 = the model's)", bounds=(0, 100)),
     ParamSpec("refine_max_points", 0, "LM points per level at inference (0 = the model's)",
               bounds=(0, MAX_NETWORK_PIXELS)),
@@ -427,6 +433,8 @@ class Settings:
     odometry_enabled: bool
     odometry_refine: bool
     odometry_on_failure: str
+    odometry_fusion: str
+    odometry_posenet_sigma: tuple
     refine_iterations: int
     refine_max_points: int
     odom_frame: str
@@ -454,7 +462,7 @@ class Settings:
     def from_values(cls, values: dict) -> "Settings":
         """From {parameter name: value} covering SPECS; raises InputError naming a bad one."""
         checked = {field_name(name): value for name, value in PERCEPTION.checked(values).items()}
-        for key in ("base_to_camera", "intrinsics"):
+        for key in ("base_to_camera", "intrinsics", "odometry_posenet_sigma"):
             checked[key] = tuple(checked[key])
         settings = cls(**checked)
         settings.pipeline_options().check()
@@ -483,7 +491,8 @@ class Settings:
         return PipelineOptions(
             height=self.input_height, width=self.input_width, scale_mode=self.scale_mode,
             scale_factor=self.scale_factor, camera_height=self.camera_height, odometry=self.odometry_enabled,
-            refine=self.odometry_refine, on_failure=self.odometry_on_failure,
+            refine=self.odometry_refine, on_failure=self.odometry_on_failure, fusion=self.odometry_fusion,
+            posenet_sigma=self.odometry_posenet_sigma,
             refine_iterations=self.refine_iterations, refine_max_points=self.refine_max_points,
             backend=self.backend, precision=self.precision, threads=self.threads, parallel=self.parallel,
             base_from_camera=pose_from_xyz_rpy(self.base_to_camera) if base_from_camera is None else base_from_camera)
