@@ -76,7 +76,7 @@ def replay(bag: Path, timeout: float = 900.0) -> tuple[dict, int, float]:
     return shutdown_counts(output), int(played.group(1)) if played else -1, time.monotonic() - start
 
 
-def reload_during_stream(tmp: Path, backend: str = "") -> tuple[int, int, int, int, str]:
+def reload_during_stream(tmp: Path, backend: str = "", network: str = "") -> tuple[int, int, int, int, str]:
     """(frames lost, frames sent) of a 10 Hz stream before a ~/reload_model call and from the call
     to 1 s after its answer, and the backend."""
     generate_sequence(tmp / "stream", "00", num_frames=8, height=192, width=640, seed=6)
@@ -87,7 +87,9 @@ def reload_during_stream(tmp: Path, backend: str = "") -> tuple[int, int, int, i
     log = tmp / "node.log"
     with open(log, "w") as out:
         node = subprocess.Popen([sys.executable, "-m", "sa4depth_ros.perception_node", "--ros-args", "--params-file",
-                                 str(REPO / "config" / "sa4depth.yaml")] + (["-p", f"backend:={backend}"] if backend else []),
+                                 str(REPO / "config" / "sa4depth.yaml")] + (["-p", f"backend:={backend}"] if backend else [])
+                                + (["-p", f"input_height:={network.split('x')[0]}", "-p",
+                                    f"input_width:={network.split('x')[1]}"] if network else []),
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     client = FrameClient(DOMAIN, topics=("depth/image",), tf=False)
     try:
@@ -139,6 +141,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=160)
     parser.add_argument("--reload-only", action="store_true", help="only the reload part")
     parser.add_argument("--backends", nargs="+", default=[""], help="backends of the reload part (default: the YAML's)")
+    parser.add_argument("--networks", nargs="+", default=[""], metavar="HxW",
+                        help="network sizes of the reload part (default: the model's)")
     args = parser.parse_args()
     ensure_loopback_dds(DOMAIN)
     print(f"# Replay and reload on the defaults\n\n{machine()}; {flags_line()}; {time.strftime('%Y-%m-%d')}\n")
@@ -147,9 +151,12 @@ def main() -> int:
         if not args.reload_only:
             replay_table(tmp, args.frames)
         for backend in args.backends:
-            lost0, sent0, lost, sent, used = reload_during_stream(tmp / (backend or "default"), backend)
-            print(f"\nReload during a 10 Hz stream (192x640 frames, backend {used}): {lost0} of {sent0} frames lost "
-                  f"in the 3 s before the call, {lost} of {sent} from the call to 1 s after its answer")
+            for network in args.networks:
+                lost0, sent0, lost, sent, used = reload_during_stream(tmp / f"{backend or 'default'}_{network}",
+                                                                      backend, network)
+                print(f"\nReload during a 10 Hz stream (192x640 frames, network {network or 'the model size'}, "
+                      f"backend {used}): {lost0} of {sent0} frames lost in the 3 s before the call, {lost} of {sent} "
+                      "from the call to 1 s after its answer")
     return 0
 
 

@@ -62,6 +62,10 @@ BENCHMARKS = {
                    ["--pretrain-steps", "2", "--online-steps", "6", "--eval-every", "2", "--frames-a", "20",
                     "--frames-b", "24"]),
     "demo": ("demo", [], ["--train-minutes", "0.2", "--frames", "30"]),
+    "fusion": ("fusion", [], ["--steps", "3", "--seeds", "0", "1", "--frames", "8", "--train-frames", "8",
+                              "--size", "64x96"]),
+    "real_footage": ("real_footage", [], ["--quick"]),
+    "replay_frames": ("replay_frames", [], ["--frames", "20"]),
 }
 SECTION = re.compile(r"<!-- benchmark: (\S+) -->\n(.*?)<!-- /benchmark -->\n", re.S)
 

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -66,7 +67,7 @@ import sa4depth_ros.perception_node as node
 
 build = pipeline.PerceptionPipeline.networks_for
 def gated(self, loaded):
-    if threading.current_thread().name.startswith("sa4depth-slow-callback"):  # a reload, not the start
+    if threading.current_thread().name == "sa4depth-build":  # a reload, not the start
         open(os.environ["SA4DEPTH_TEST_BUILDING"], "w").close()
         while not os.path.exists(os.environ["SA4DEPTH_TEST_BUILD_GO"]):
             time.sleep(0.01)
@@ -97,3 +98,15 @@ def test_frames_go_on_while_a_reload_builds_its_networks(ros_domain, synth_root,
         result = node.client.wait_for(lambda: answer.done() and answer.result(), TIMEOUT)
         assert result and result.success, result
         node.frame()
+
+
+def test_a_build_runs_in_the_background_and_hands_back_its_result_or_error():
+    from sa4depth_ros.model_loader import BACKGROUND_NICE, in_background
+
+    def own_nice():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    # never raised above the process (an unprivileged thread cannot lower its nice value)
+    assert in_background(own_nice) == max(BACKGROUND_NICE, os.getpriority(os.PRIO_PROCESS, 0))
+    with pytest.raises(ValueError, match="bad model"):
+        in_background(lambda: (_ for _ in ()).throw(ValueError("bad model")))
