@@ -67,7 +67,12 @@ def test_frames_of_real_sizes_arrive_on_the_defaults_and_are_all_accounted(node,
     depth_back = len(SIZES) * FRAMES + 1  # the warm-up ends with the first frame that came back
     # every image that arrived was processed (no frame was dropped, rejected or failed), and only
     # warm-up frames sent before the best-effort reader matched the camera may be missing
-    after = counts(node, lambda v: int(v["frames_processed"]) - before["frames_processed"] >= depth_back)
+    # wait until every image that arrived has its fate: a slow warm-up frame may still be in flight
+    def settled(v):
+        processed = int(v["frames_processed"]) - before["frames_processed"]
+        return processed >= depth_back and processed == int(v["images_arrived"]) - before["images_arrived"]
+
+    after = counts(node, settled)
     arrived = after["images_arrived"] - before["images_arrived"]
     assert depth_back <= arrived <= sent, (arrived, sent, report)
     for key in ("frames_received", "frames_processed", "frames_published"):
