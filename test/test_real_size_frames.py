@@ -64,22 +64,25 @@ def test_frames_of_real_sizes_arrive_on_the_defaults_and_are_all_accounted(node,
     returned = {entry["size"]: (entry["returned"], entry["sent"]) for entry in report["sizes"]}
     assert returned == {size: (FRAMES, FRAMES) for size in SIZES}, f"{report}\n{node.output()}"
     sent = sum(entry["sent"] + entry["warm_up_sent"] for entry in report["sizes"])
+    warm_up = report["sizes"][0]["warm_up_sent"]
     depth_back = len(SIZES) * FRAMES + 1  # the warm-up ends with the first frame that came back
-    # every image that arrived was processed (no frame was dropped, rejected or failed), and only
-    # warm-up frames sent before the best-effort reader matched the camera may be missing
-    # wait until every image that arrived has its fate: a slow warm-up frame may still be in flight
-    def settled(v):
-        processed = int(v["frames_processed"]) - before["frames_processed"]
-        return processed >= depth_back and processed == int(v["images_arrived"]) - before["images_arrived"]
+    fates = ("frames_processed", "frames_dropped_stale", "frames_rejected", "frames_failed")
+
+    def settled(v):  # every image that arrived was paired and has its fate (a slow warm-up frame may be in flight)
+        delta = {key: int(v[key]) - before[key] for key in ("images_arrived", "frames_received") + fates}
+        return (delta["frames_processed"] >= depth_back and delta["frames_received"] == delta["images_arrived"]
+                == sum(delta[key] for key in fates))
 
     after = counts(node, settled)
-    arrived = after["images_arrived"] - before["images_arrived"]
-    assert depth_back <= arrived <= sent, (arrived, sent, report)
-    for key in ("frames_received", "frames_processed", "frames_published"):
-        assert after[key] - before[key] == arrived, (key, after, before)
-    for key in ("frames_dropped_stale", "frames_rejected", "frames_failed"):
-        assert after[key] == before[key], (key, after, before)
-    assert after["camera_infos_arrived"] - before["camera_infos_arrived"] == arrived
+    delta = {key: after[key] - before[key] for key in after if isinstance(after[key], int) and key in before}
+    # every measured frame was processed and published; only warm-up frames (sent 2 s apart until one
+    # came back) may have been replaced in the mailbox by the next, or lost before a best-effort
+    # reader matched the camera
+    assert depth_back <= delta["images_arrived"] <= sent, (delta, report)
+    assert delta["frames_rejected"] == delta["frames_failed"] == 0, delta
+    assert delta["frames_dropped_stale"] <= warm_up - 1, (delta, report)
+    assert delta["frames_published"] == delta["frames_processed"] >= depth_back, delta
+    assert delta["camera_infos_arrived"] == delta["images_arrived"], delta
     # the node read the camera as it offered (back to reliable once only the test's client is left)
     how = "best effort" if qos == "sensor_data" else "reliable"
     assert f"subscribed to /image ({how} as offered)" in node.log.read_text(), node.output()
